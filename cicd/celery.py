@@ -1,0 +1,22 @@
+"""The Celery application. Configuration lives in settings (CELERY_* names)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cicd.settings")
+
+app = Celery("cicd")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.CICD_WORKER_PING_SECONDS, sender.signature("cicd.tasks.ping"), name="worker ping"
+    )

@@ -1,0 +1,335 @@
+"""Django settings for cicd.
+
+Every piece of configuration comes from an environment variable read here, through the small
+helpers below, which raise ImproperlyConfigured with the variable's name and the accepted form when
+a value is wrong: a typo must stop the server at start, never silently disable something.
+Each variable may also be given as `NAME_FILE` (a path whose content is the value), for secrets
+mounted by Docker or systemd.
+
+Two shapes, same code:
+- embedded (default): SQLite under CICD_DATA_DIR, Celery over kombu's filesystem transport,
+  in-memory channel layer, file-based cache. Nothing to install or run besides this process tree.
+- scaled: DATABASE_URL=postgres://..., REDIS_URL=redis://... (Celery broker, channel layer, cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off", ""}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The variable's value, or the content of the file named by NAME_FILE, or the default."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={file_name!r} cannot be read: {exc}") from exc
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is too small; the minimum is {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is too small; the minimum is {minimum}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().upper() if choices == LOG_LEVELS else raw.strip()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def _data_dir() -> Path:
+    raw = env_str("CICD_DATA_DIR")
+    if raw:
+        path = Path(raw).expanduser()
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        path = Path(xdg) / "cicd"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"CICD_DATA_DIR={str(path)!r} cannot be created: {exc}") from exc
+    if not os.access(path, os.W_OK):
+        raise ImproperlyConfigured(f"CICD_DATA_DIR={str(path)!r} is not writable")
+    return path.resolve()
+
+
+def _secret_key(data_dir: Path) -> str:
+    """SECRET_KEY from the environment, or one generated once and kept in the data directory."""
+    given = env_str("SECRET_KEY")
+    if given:
+        if len(given) < 32:
+            raise ImproperlyConfigured("SECRET_KEY is shorter than 32 characters")
+        return given
+    key_file = data_dir / "secret_key"
+    try:
+        return key_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(50)
+    # O_EXCL: when several processes start at once, exactly one writes the key, the others read it.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+def _database(data_dir: Path) -> dict:
+    raw = env_str("DATABASE_URL")
+    url = raw.strip() if raw else f"sqlite:///{data_dir / 'cicd.sqlite3'}"
+    scheme = urlsplit(url).scheme
+    if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {scheme!r} is not supported; "
+            "use sqlite:///path/to/file.sqlite3 or postgres://user@host:port/name"
+        )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from exc
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        if not config.get("NAME") or config["NAME"] == ":memory:":
+            raise ImproperlyConfigured("DATABASE_URL for SQLite must name a file")
+        # Several processes (web, worker, beat) share the file: WAL lets readers run beside the
+        # one writer, and IMMEDIATE transactions take the write lock up front so two writers
+        # queue on busy_timeout instead of failing with "database is locked" mid-transaction.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    config.setdefault("TEST", {})
+    return config
+
+
+def _redis_url() -> str | None:
+    raw = env_str("REDIS_URL")
+    if not raw:
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"REDIS_URL scheme {parts.scheme!r} is not supported; use redis://host:port/db"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ImproperlyConfigured(f"REDIS_URL={raw!r} has no host")
+    return raw.strip()
+
+
+CICD_DATA_DIR = _data_dir()
+SECRET_KEY = _secret_key(CICD_DATA_DIR)
+DEBUG = env_bool("CICD_DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+LOG_LEVEL = env_choice("CICD_LOG_LEVEL", "INFO", LOG_LEVELS)
+REDIS_URL = _redis_url()
+EMBEDDED = REDIS_URL is None
+
+# `cicd serve`: where the web server listens and how many worker processes it starts.
+CICD_BIND_HOST = env_str("CICD_BIND_HOST", "127.0.0.1")
+CICD_PORT = env_int("CICD_PORT", 8000, minimum=0)
+CICD_WORKERS = env_int("CICD_WORKERS", 1, minimum=1)
+CICD_WORKER_CONCURRENCY = env_int("CICD_WORKER_CONCURRENCY", 2, minimum=1)
+CICD_PUBLIC_URL = env_str("CICD_PUBLIC_URL", "")
+
+# The workflow language's limits (SPEC 3).
+CICD_MATRIX_CAP = env_int("CICD_MATRIX_CAP", 256, minimum=1)
+CICD_WORKFLOW_MAX_BYTES = env_int("CICD_WORKFLOW_MAX_BYTES", 512 * 1024, minimum=1024)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "cicd",
+    "pipelines",
+    "runs",
+    "runners",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cicd.urls"
+ASGI_APPLICATION = "cicd.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": _database(CICD_DATA_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = CICD_DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Plain storage, not the manifest one: the embedded default must serve without a
+    # collectstatic step having run; whitenoise finds files in the app folders (autorefresh).
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "/admin/login/"
+
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    # File-based so that web, worker and beat processes see one cache without a server.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(CICD_DATA_DIR / "cache"),
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery: the database is the source of truth; the broker only delivers (DEVELOPERS.md).
+CELERY_QUEUE_CONTROL = "control"
+CELERY_QUEUE_JOBS = "jobs"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+else:
+    _queue_dir = CICD_DATA_DIR / "queue"
+    for _sub in ("messages", "processed", "control"):
+        (_queue_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://localhost/"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir / "messages"),
+        "data_folder_out": str(_queue_dir / "messages"),
+        "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
+        "store_processed": False,
+        # kombu polls the folder; a short interval keeps push-to-start latency low.
+        "polling_interval": env_float("CICD_QUEUE_POLL_SECONDS", 0.1, minimum=0.01),
+    }
+CELERY_TASK_DEFAULT_QUEUE = CELERY_QUEUE_CONTROL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(CICD_DATA_DIR / "celerybeat-schedule")
+CICD_WORKER_PING_SECONDS = env_float("CICD_WORKER_PING_SECONDS", 15.0, minimum=1.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": max(logging.getLevelName(LOG_LEVEL), logging.INFO)},
+    },
+}

@@ -1,0 +1,20 @@
+"""Pages of the project shell: the home page and the health endpoint."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from cicd import health
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html", {"health": health.check()})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    status = health.check()
+    return JsonResponse(status.as_dict(), status=200 if status.ok else 503)
