@@ -20,3 +20,8 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         settings.CICD_WORKER_PING_SECONDS, sender.signature("cicd.tasks.ping"), name="worker ping"
     )
+    sender.add_periodic_task(
+        settings.CICD_REAP_EVERY_SECONDS,
+        sender.signature("runners.tasks.reap_orphaned_containers"),
+        name="reap orphaned job containers",
+    )

@@ -194,6 +194,19 @@ CICD_WORKERS = env_int("CICD_WORKERS", 1, minimum=1)
 CICD_WORKER_CONCURRENCY = env_int("CICD_WORKER_CONCURRENCY", 2, minimum=1)
 CICD_PUBLIC_URL = env_str("CICD_PUBLIC_URL", "")
 
+# Job execution (SPEC 5). Per-runner settings: each worker host may set its own.
+CICD_EXECUTOR = env_choice("CICD_EXECUTOR", "auto", ("auto", "docker", "local"))
+CICD_DEFAULT_IMAGE = env_str("CICD_DEFAULT_IMAGE", "debian:bookworm-slim")
+CICD_JOB_MEMORY_MB = env_int("CICD_JOB_MEMORY_MB", 4096, minimum=16)
+CICD_JOB_CPUS = env_float("CICD_JOB_CPUS", 2.0, minimum=0.1)
+CICD_JOB_PIDS = env_int("CICD_JOB_PIDS", 1024, minimum=16)
+CICD_ALLOW_PRIVILEGED = env_bool("CICD_ALLOW_PRIVILEGED", False)
+CICD_KILL_GRACE_SECONDS = env_float("CICD_KILL_GRACE_SECONDS", 10.0, minimum=0.0)
+CICD_STEP_OUTPUT_CAP_MB = env_float("CICD_STEP_OUTPUT_CAP_MB", 10.0, minimum=0.001)
+CICD_ORPHAN_AGE_SECONDS = env_float("CICD_ORPHAN_AGE_SECONDS", 7 * 3600.0, minimum=60.0)
+CICD_REAP_EVERY_SECONDS = env_float("CICD_REAP_EVERY_SECONDS", 600.0, minimum=10.0)
+CICD_WORK_DIR = CICD_DATA_DIR / "work"  # local executor: one directory per job
+
 # The workflow language's limits (SPEC 3).
 CICD_MATRIX_CAP = env_int("CICD_MATRIX_CAP", 256, minimum=1)
 CICD_WORKFLOW_MAX_BYTES = env_int("CICD_WORKFLOW_MAX_BYTES", 512 * 1024, minimum=1024)

@@ -1,0 +1,510 @@
+"""Runs the steps of one job on a backend (Docker container or local sandbox).
+
+The step semantics live here once, so both executors behave the same: expression evaluation with the
+`steps`/`env` contexts, step files, `if:` with status functions, continue-on-error, timeouts,
+cancellation, masking, outputs. A backend only knows how to start, run one command, move files,
+check out the repository, and clean up.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipelines.errors import ExpressionError
+from pipelines.expressions import EvalOptions, evaluate_condition, render, to_string
+from runners.events import (
+    CANCELLED,
+    FAILURE,
+    SKIPPED,
+    SUCCESS,
+    TIMED_OUT,
+    CancelToken,
+    EventSink,
+    JobResult,
+    StepResult,
+)
+from runners.logs import LogLine, SecretMasker, StepOutput
+from runners.spec import CheckoutSource, JobSpec, StepSpec
+from runners.stepfiles import (
+    STEP_FILE_NAMES,
+    STEP_FILE_VARIABLES,
+    StepFileError,
+    parse_assignments,
+    parse_path_additions,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# GitHub's shells: {0} is the script file.
+SHELLS = {
+    "bash": "bash --noprofile --norc -eo pipefail {0}",
+    "sh": "sh -e {0}",
+    "python": "python3 {0}",
+    "pwsh": "pwsh -command . '{0}'",
+    "powershell": "pwsh -command . '{0}'",
+}
+SCRIPT_SUFFIX = {"python": ".py", "pwsh": ".ps1", "powershell": ".ps1"}
+
+
+class JobSetupError(Exception):
+    """The job could not start for a reason the user can act on (image missing, service down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    exit_code: int | None
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+class Backend(Protocol):
+    workspace: str  # the workspace path as steps see it
+    temp_dir: str  # RUNNER_TEMP as steps see it
+    os_name: str  # runner.os: Linux
+
+    def start(self) -> None: ...
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        on_output: Callable[[str, bytes], None],
+        deadline: float | None,
+        cancel: CancelToken,
+    ) -> CommandResult: ...
+
+    def write_file(self, path: str, data: bytes) -> None: ...
+
+    def read_file(self, path: str) -> bytes: ...
+
+    def has_command(self, name: str) -> bool: ...
+
+    def checkout(self, source: CheckoutSource, subdir: str, *, fetch_depth: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _JobState:
+    """What changes while a job runs; kept here, never on the backend or module globals."""
+
+    status: str = SUCCESS  # success | failure | cancelled: what success()/failure() look at
+    timed_out: bool = False
+    env_from_files: dict[str, str] = field(default_factory=dict)
+    path_additions: list[str] = field(default_factory=list)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: list[StepResult] = field(default_factory=list)
+
+
+@dataclass
+class JobDriver:
+    spec: JobSpec
+    backend: Backend
+    sink: EventSink
+    cancel: CancelToken = field(default_factory=CancelToken)
+    step_output_cap: int = 10 * 1024 * 1024
+    clock: Callable[[], float] = time.time
+
+    def run(self) -> JobResult:
+        spec = self.spec
+        self.masker = SecretMasker(v for v in spec.secrets.values() if v)
+        state = _JobState()
+        self.sink.job_started()
+        job_deadline = time.monotonic() + spec.timeout_minutes * 60
+        try:
+            try:
+                self.backend.start()
+            except JobSetupError as error:
+                self._system_line(None, f"Error: {error}")
+                return self._finish(FAILURE, state, error=str(error))
+            self._default_shell = self._pick_default_shell()
+            checkout_error = self._automatic_checkout()
+            if checkout_error:
+                return self._finish(FAILURE, state, error=checkout_error)
+            for step in spec.steps:
+                self._run_step(step, state, job_deadline)
+            conclusion = self._job_conclusion(state)
+            return self._finish(conclusion, state)
+        finally:
+            try:
+                self.backend.close()
+            except Exception:  # cleanup must not hide the job's result; the reaper retries
+                log.exception("cleanup of job %s failed", spec.job_id)
+
+    def _automatic_checkout(self) -> str:
+        """Put the triggering commit in the workspace before the first step, as GitLab and Jenkins
+        do. A job that has its own `actions/checkout` step gets exactly that step instead (as on
+        GitHub, with its ref, path and fetch-depth), so GitHub workflows behave unchanged."""
+        source = self.spec.checkout
+        if source is None or any(_is_checkout(step.uses) for step in self.spec.steps):
+            return ""
+        shown = f"{source.sha[:12]}" + (f" ({source.ref})" if source.ref else "")
+        self._system_line(None, f"Checking out {shown} into the workspace")
+        try:
+            self.backend.checkout(source, "", fetch_depth=1)
+        except JobSetupError as error:
+            self._system_line(None, f"Error: {error}")
+            return str(error)
+        return ""
+
+    # ---------------------------------------------------------------- steps
+
+    def _run_step(self, step: StepSpec, state: _JobState, job_deadline: float) -> None:
+        if self.cancel.cancelled and state.status != CANCELLED:
+            state.status = CANCELLED
+        if time.monotonic() >= job_deadline and not state.timed_out:
+            state.timed_out = True
+            state.status = CANCELLED  # as on GitHub: the rest runs only with always()/cancelled()
+        try:
+            contexts = self._contexts(state, step)
+            should_run = evaluate_condition(
+                step.if_condition, contexts, EvalOptions(status=state.status)
+            )
+        except ExpressionError as error:
+            self.sink.step_started(step.index, step.name)
+            self._record(step, state, self._failed(step, error.message), {})
+            return
+        if not should_run:
+            result = StepResult(index=step.index, outcome=SKIPPED, conclusion=SKIPPED)
+            self._record(step, state, result, {}, announce=False)
+            return
+
+        self.sink.step_started(step.index, self._step_name(step, contexts))
+        started = self.clock()
+        try:
+            outcome, exit_code, error, outputs, summary = self._execute(
+                step, state, contexts, job_deadline
+            )
+        except (ExpressionError, StepFileError, JobSetupError) as problem:
+            # (not `as error`: Python unbinds the `as` name when the except block ends)
+            message = problem.message if isinstance(problem, ExpressionError) else str(problem)
+            self._system_line(step.index, f"Error: {message}")
+            outcome, exit_code, error, outputs, summary = FAILURE, None, message, {}, ""
+        conclusion = outcome
+        if outcome in (FAILURE, TIMED_OUT) and self._continue_on_error(step, contexts):
+            conclusion = SUCCESS
+        result = StepResult(
+            index=step.index,
+            outcome=outcome,
+            conclusion=conclusion,
+            exit_code=exit_code,
+            outputs=outputs,
+            started_at=started,
+            finished_at=self.clock(),
+            error=error,
+            summary=summary,
+        )
+        self._record(step, state, result, outputs)
+
+    def _execute(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        if step.uses:
+            return self._run_action(step, contexts)
+        step_dir = f"{self.backend.temp_dir}/_step_{step.index}"
+        files = {name: f"{step_dir}/{name}" for name in STEP_FILE_NAMES}
+        for path in files.values():
+            self.backend.write_file(path, b"")
+
+        shell = self._render_text(step.shell, contexts) or self.spec.default_shell
+        shell = shell or self._default_shell
+        template = SHELLS.get(shell, shell if "{0}" in (shell or "") else f"{shell} {{0}}")
+        script_path = f"{step_dir}/script{SCRIPT_SUFFIX.get(shell, '.sh')}"
+        script = to_string(render(step.run or "", contexts, self._options(state)))
+        self.backend.write_file(script_path, script.encode())
+        argv = [part.replace("{0}", script_path) for part in shlex.split(template)]
+
+        env = self._step_env(step, state, contexts)
+        for name, path in files.items():
+            for variable in STEP_FILE_VARIABLES[name]:
+                env[variable] = path
+        cwd = self._working_directory(step, contexts)
+        deadline = self._step_deadline(step, contexts, job_deadline)
+
+        output = StepOutput(self.masker, cap_bytes=self.step_output_cap, clock=self.clock)
+
+        def on_output(stream: str, data: bytes) -> None:
+            events = output.feed(stream, data)
+            if events:
+                self.sink.log(step.index, events)
+
+        # A step that starts after the cancel request (an `always()` or `cancelled()` clean-up
+        # step) runs to its end, as on GitHub: only its timeout stops it.
+        cancel = CancelToken() if self.cancel.cancelled else self.cancel
+        command = self.backend.run(
+            argv, env=env, cwd=cwd, on_output=on_output, deadline=deadline, cancel=cancel
+        )
+        tail = output.close()
+        if tail:
+            self.sink.log(step.index, tail)
+
+        outputs, summary = self._read_step_files(step, state, files)
+        if command.cancelled:
+            self._system_line(step.index, "The step was cancelled.")
+            return CANCELLED, command.exit_code, "cancelled", outputs, summary
+        if command.timed_out:
+            minutes = self._timeout_text(step, contexts, job_deadline)
+            self._system_line(step.index, f"Error: the step timed out ({minutes}).")
+            if time.monotonic() >= job_deadline:
+                state.timed_out = True
+            return TIMED_OUT, command.exit_code, f"timed out ({minutes})", outputs, summary
+        if command.exit_code != 0:
+            message = f"Process completed with exit code {command.exit_code}."
+            self._system_line(step.index, f"Error: {message}")
+            return FAILURE, command.exit_code, message, outputs, summary
+        return SUCCESS, 0, "", outputs, summary
+
+    def _run_action(
+        self, step: StepSpec, contexts: dict[str, Any]
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        if _is_checkout(step.uses):
+            return self._checkout(step, contexts)
+        message = (
+            f"'{step.uses}' is not available on this server yet: "
+            "only actions/checkout runs in this version"
+        )
+        self._system_line(step.index, f"Error: {message}")
+        return FAILURE, None, message, {}, ""
+
+    def _checkout(
+        self, step: StepSpec, contexts: dict[str, Any]
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        with_args = {k: to_string(render(str(v), contexts)) for k, v in step.with_args.items()}
+        source = self.spec.checkout
+        if source is None:
+            message = "there is no repository to check out for this job"
+            self._system_line(step.index, f"Error: {message}")
+            return FAILURE, None, message, {}, ""
+        if with_args.get("ref"):
+            source = CheckoutSource(source.repository, with_args["ref"], with_args["ref"])
+        subdir = with_args.get("path", "").strip("/")
+        depth = with_args.get("fetch-depth", "").strip() or "1"
+        if not depth.isdigit():
+            message = f"fetch-depth must be a whole number (0: all history), got {depth!r}"
+            self._system_line(step.index, f"Error: {message}")
+            return FAILURE, None, message, {}, ""
+        shown = f"{source.sha[:12]}" + (f" ({source.ref})" if source.ref else "")
+        self._system_line(step.index, f"Checking out {shown} into {subdir or 'the workspace'}")
+        self.backend.checkout(source, subdir, fetch_depth=int(depth))
+        return SUCCESS, 0, "", {}, ""
+
+    # ---------------------------------------------------------------- helpers
+
+    def _record(
+        self,
+        step: StepSpec,
+        state: _JobState,
+        result: StepResult,
+        outputs: Mapping[str, str],
+        *,
+        announce: bool = True,
+    ) -> None:
+        state.results.append(result)
+        if step.id:
+            state.steps[step.id] = {
+                "outputs": dict(outputs),
+                "outcome": result.outcome,
+                "conclusion": result.conclusion,
+            }
+        if result.conclusion in (FAILURE, TIMED_OUT) and state.status == SUCCESS:
+            state.status = FAILURE
+        if result.outcome == CANCELLED:
+            state.status = CANCELLED
+        self.sink.step_finished(result)
+
+    def _failed(self, step: StepSpec, message: str) -> StepResult:
+        self._system_line(step.index, f"Error: {message}")
+        now = self.clock()
+        return StepResult(
+            index=step.index,
+            outcome=FAILURE,
+            conclusion=FAILURE,
+            error=message,
+            started_at=now,
+            finished_at=now,
+        )
+
+    def _job_conclusion(self, state: _JobState) -> str:
+        if state.timed_out:
+            return TIMED_OUT
+        if self.cancel.cancelled:
+            return CANCELLED
+        return state.status
+
+    def _finish(self, conclusion: str, state: _JobState, *, error: str = "") -> JobResult:
+        outputs = self._job_outputs(state)
+        result = JobResult(
+            conclusion=conclusion, outputs=outputs, error=error, steps=tuple(state.results)
+        )
+        self.sink.job_finished(result)
+        return result
+
+    def _job_outputs(self, state: _JobState) -> dict[str, str]:
+        contexts = self._contexts(state, None)
+        outputs: dict[str, str] = {}
+        for name, template in self.spec.outputs.items():
+            try:
+                value = to_string(render(str(template), contexts))
+            except ExpressionError as error:
+                self._system_line(None, f"Warning: job output '{name}': {error.message}")
+                continue
+            if self.masker.mask(value) != value:
+                # As on GitHub: an output that would carry a secret to other jobs is dropped.
+                self._system_line(None, f"Warning: skip output '{name}': it may contain a secret")
+                continue
+            outputs[name] = value
+        return outputs
+
+    def _contexts(self, state: _JobState, step: StepSpec | None) -> dict[str, Any]:
+        contexts = {k: v for k, v in self.spec.contexts.items()}
+        contexts["secrets"] = dict(self.spec.secrets)
+        contexts["steps"] = {k: dict(v) for k, v in state.steps.items()}
+        contexts["runner"] = {
+            "os": self.backend.os_name,
+            "arch": "X64",
+            "temp": self.backend.temp_dir,
+            "workspace": self.backend.workspace,
+            "name": "cicd",
+        }
+        contexts["job"] = {"status": state.status}
+        github = dict(contexts.get("github") or {})
+        github.setdefault("workspace", self.backend.workspace)
+        contexts["github"] = github
+        env = self._job_env(state, contexts)
+        if step is not None:
+            scoped = {**contexts, "env": env}
+            for name, value in step.env.items():
+                env[name] = self._render_value(value, scoped)
+        contexts["env"] = env
+        return contexts
+
+    def _job_env(self, state: _JobState, contexts: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for name, value in self.spec.env.items():
+            env[name] = self._render_value(value, {**contexts, "env": env})
+        env.update(state.env_from_files)
+        return env
+
+    def _render_value(self, value: Any, contexts: Mapping[str, Any]) -> str:
+        if isinstance(value, str):
+            return to_string(render(value, contexts))
+        return to_string(value)
+
+    def _render_text(self, value: str | None, contexts: Mapping[str, Any]) -> str | None:
+        if value is None:
+            return None
+        return to_string(render(value, contexts))
+
+    def _step_env(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any]
+    ) -> dict[str, str]:
+        github = contexts.get("github") or {}
+        env = {"PATH": DEFAULT_PATH, "HOME": "/root", "CI": "true"}
+        env.update(self.spec.container_env)
+        for key in ("sha", "ref", "ref_name", "repository", "run_id", "event_name", "actor"):
+            value = to_string(github.get(key))
+            env[f"GITHUB_{key.upper()}"] = value
+            env[f"CICD_{key.upper()}"] = value
+        for key in ("run_number", "run_attempt", "base_ref", "head_ref", "job", "server_url"):
+            env[f"GITHUB_{key.upper()}"] = to_string(github.get(key))
+        env.update(
+            {
+                "GITHUB_ACTIONS": "true",
+                "CICD": "true",
+                "GITHUB_WORKSPACE": self.backend.workspace,
+                "CICD_WORKSPACE": self.backend.workspace,
+                "RUNNER_TEMP": self.backend.temp_dir,
+                "RUNNER_OS": self.backend.os_name,
+                "GITHUB_STEP_INDEX": str(step.index),
+            }
+        )
+        env.update(contexts["env"])
+        if state.path_additions:
+            env["PATH"] = ":".join([*reversed(state.path_additions), env["PATH"]])
+        return env
+
+    def _working_directory(self, step: StepSpec, contexts: dict[str, Any]) -> str:
+        chosen = self._render_text(step.working_directory, contexts)
+        chosen = chosen or self.spec.default_working_directory
+        if not chosen:
+            return self.backend.workspace
+        if chosen.startswith("/"):
+            return chosen
+        return f"{self.backend.workspace}/{chosen}"
+
+    def _step_deadline(
+        self, step: StepSpec, contexts: dict[str, Any], job_deadline: float
+    ) -> float:
+        minutes = self._minutes(step.timeout_minutes, contexts)
+        if minutes is None:
+            return job_deadline
+        return min(job_deadline, time.monotonic() + minutes * 60)
+
+    def _timeout_text(self, step: StepSpec, contexts: dict[str, Any], job_deadline: float) -> str:
+        minutes = self._minutes(step.timeout_minutes, contexts)
+        if time.monotonic() >= job_deadline - 0.5 or minutes is None:
+            return f"job timeout-minutes: {self.spec.timeout_minutes:g}"
+        return f"timeout-minutes: {minutes:g}"
+
+    def _minutes(self, value: float | str | None, contexts: dict[str, Any]) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            rendered = render(value, contexts)
+            try:
+                return float(rendered)
+            except (TypeError, ValueError):
+                raise ExpressionError(
+                    f"timeout-minutes must be a number, got {rendered!r}"
+                ) from None
+        return float(value)
+
+    def _continue_on_error(self, step: StepSpec, contexts: dict[str, Any]) -> bool:
+        value = step.continue_on_error
+        if isinstance(value, str):
+            try:
+                rendered = render(value, contexts)
+            except ExpressionError:
+                return False
+            return rendered is True or str(rendered).lower() == "true"
+        return bool(value)
+
+    def _options(self, state: _JobState) -> EvalOptions:
+        return EvalOptions(status=state.status)
+
+    def _read_step_files(
+        self, step: StepSpec, state: _JobState, files: dict[str, str]
+    ) -> tuple[dict[str, str], str]:
+        env_text = self.backend.read_file(files["env"]).decode("utf-8", "replace")
+        state.env_from_files.update(parse_assignments(env_text, "GITHUB_ENV"))
+        path_text = self.backend.read_file(files["path"]).decode("utf-8", "replace")
+        state.path_additions.extend(parse_path_additions(path_text))
+        output_text = self.backend.read_file(files["output"]).decode("utf-8", "replace")
+        outputs = parse_assignments(output_text, "GITHUB_OUTPUT")
+        summary = self.backend.read_file(files["summary"]).decode("utf-8", "replace")
+        return outputs, self.masker.mask(summary)
+
+    def _step_name(self, step: StepSpec, contexts: dict[str, Any]) -> str:
+        try:
+            return self.masker.mask(to_string(render(step.name, contexts)))
+        except ExpressionError:
+            return step.name
+
+    def _pick_default_shell(self) -> str:
+        return "bash" if self.backend.has_command("bash") else "sh"
+
+    def _system_line(self, index: int | None, text: str) -> None:
+        line = LogLine(timestamp=self.clock(), stream="system", text=self.masker.mask(text))
+        self.sink.log(index, [line])
+
+
+def _is_checkout(uses: str | None) -> bool:
+    return (uses or "").split("@", 1)[0].lower() == "actions/checkout"
