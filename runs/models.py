@@ -1,0 +1,205 @@
+"""The control plane's data: who owns what, and every run, job and step with its history.
+
+The database is the source of truth. State columns are written only by `runs.transitions` with
+conditional updates; the transition tables keep the history of each change.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from runs.states import State
+
+
+class Organisation(models.Model):
+    """A tenant: its repositories share quotas and fair-share scheduling."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    max_concurrent_jobs = models.PositiveIntegerField(
+        default=20, help_text="jobs of this organisation running at once, at most"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Repository(models.Model):
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="repositories"
+    )
+    slug = models.SlugField(max_length=100)
+    clone_url = models.CharField(max_length=1000, help_text="git URL or local path")
+    default_branch = models.CharField(max_length=255, default="main")
+    priority = models.IntegerField(
+        default=0, help_text="higher runs first; aging keeps low priorities from starving"
+    )
+    max_concurrent_jobs = models.PositiveIntegerField(default=10)
+    is_public = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "slug"], name="repository_unique_slug")
+        ]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return f"{self.organisation.slug}/{self.slug}"
+
+    @property
+    def full_name(self) -> str:
+        return str(self)
+
+
+class Run(models.Model):
+    """One execution of one workflow file at one commit (and its re-runs, as attempts)."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField(help_text="1, 2, 3... per repository")
+    attempt = models.PositiveIntegerField(default=1)
+    workflow_path = models.CharField(max_length=500)
+    workflow_name = models.CharField(max_length=500)
+    # The workflow file as it was at the commit: the run executes this, never the current file.
+    workflow_source = models.TextField()
+    event = models.CharField(max_length=50)
+    ref = models.CharField(max_length=500)
+    sha = models.CharField(max_length=64)
+    actor = models.CharField(max_length=200, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    event_payload = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=300, unique=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
+    concurrency_group = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["repository", "number"], name="run_unique_number")
+        ]
+        indexes = [
+            models.Index(fields=["repository", "-number"], name="run_by_repository"),
+            models.Index(
+                fields=["concurrency_group", "created_at"],
+                name="run_active_by_group",
+                condition=Q(state__in=["queued", "waiting", "running"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository} #{self.number}"
+
+
+class Job(models.Model):
+    """One job instance: a job of the workflow, or one combination of its matrix."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="jobs")
+    attempt = models.PositiveIntegerField(default=1, help_text="the run attempt it belongs to")
+    workflow_job_id = models.CharField(max_length=100, help_text="the key under `jobs:`")
+    key = models.CharField(max_length=120, help_text="unique in the run, e.g. test-3.10")
+    name = models.CharField(max_length=300)
+    matrix = models.JSONField(default=dict, blank=True)
+    needs = models.JSONField(default=list, blank=True, help_text="workflow job ids")
+    runs_on = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    outputs = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    priority = models.IntegerField(default=0)
+    # Claiming: a worker owns the job while `lease_expires_at` is in the future; every write it
+    # makes carries `lease_token`, so a worker whose lease was taken over is refused.
+    lease_token = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claims = models.PositiveIntegerField(default=0, help_text="how often it was handed out")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "attempt", "key"], name="job_unique_key")
+        ]
+        indexes = [
+            models.Index(
+                fields=["-priority", "queued_at"],
+                name="job_queued_by_priority",
+                condition=Q(state="queued"),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_running_by_lease",
+                condition=Q(state="running"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.name}"
+
+
+class Step(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField()
+    name = models.CharField(max_length=500)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    outcome = models.CharField(max_length=20, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="step_unique_index")]
+        ordering = ["index"]
+
+
+class LogChunk(models.Model):
+    """A batch of consecutive log lines of a job, already masked and capped by the executor.
+
+    Kept in the database (not files) so that a chunk is written in the same transaction that
+    checks the writer's lease token, and so readers resume by `offset` with one indexed query.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_chunks")
+    step_index = models.IntegerField(null=True, blank=True, help_text="null: job set-up lines")
+    sequence = models.PositiveIntegerField(help_text="0, 1, 2... per job")
+    offset = models.PositiveBigIntegerField(help_text="number of lines before this chunk")
+    line_count = models.PositiveIntegerField()
+    text = models.TextField(help_text="JSON lines: [timestamp, stream, text] per line")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "sequence"], name="logchunk_unique_sequence")
+        ]
+        indexes = [models.Index(fields=["job", "offset"], name="logchunk_by_offset")]
+
+
+class RunTransition(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20)
+    to_state = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class JobTransition(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20)
+    to_state = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -1,0 +1,355 @@
+"""Runs from workflows, and the DAG: which jobs become ready, which are skipped, how runs end.
+
+`create_run` snapshots the workflow and creates its jobs; `advance_run` is called after anything
+that may unblock jobs (a job finished, a run was created or cancelled). Both are idempotent: they
+decide from the rows and move them with conditional updates, so calling them twice, or from two
+processes at once, changes nothing more.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from pipelines import WorkflowError, build_plan, parse_workflow
+from pipelines.errors import ExpressionError
+from pipelines.expressions import EvalOptions, evaluate_condition, parse_condition, render
+from pipelines.expressions import uses_status_function as _uses_status_function
+from pipelines.matrix import MatrixError, expand, job_display_name
+from pipelines.model import Workflow, thaw
+from pipelines.triggers import ref_name
+from runs.models import Job, Repository, Run
+from runs.states import FINAL_STATES, State, worst
+from runs.transitions import move_job, move_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What a trigger asks for: run this workflow file, at this commit, for this event."""
+
+    workflow_path: str
+    source: str  # the workflow file's text at `sha`
+    event: str
+    ref: str
+    sha: str
+    idempotency_key: str
+    actor: str = ""
+    inputs: Mapping[str, Any] | None = None
+    event_payload: Mapping[str, Any] | None = None
+
+
+def create_run(repository: Repository, request: RunRequest) -> Run:
+    """Create the run (or return the one this idempotency key already made) and its jobs.
+
+    A workflow that does not parse still gets a run, failed with the problems as its error, so a
+    push with a broken workflow is visible rather than silently ignored.
+    """
+    existing = Run.objects.filter(idempotency_key=request.idempotency_key).first()
+    if existing is not None:
+        return existing
+    workflow, problems = _parse(request.source, request.workflow_path)
+    try:
+        with transaction.atomic():
+            # Lock the repository row: run numbers are handed out one at a time per repository.
+            Repository.objects.select_for_update().filter(id=repository.id).first()
+            last = Run.objects.filter(repository=repository).aggregate(n=Max("number"))["n"]
+            run = Run.objects.create(
+                repository=repository,
+                number=(last or 0) + 1,
+                workflow_path=request.workflow_path,
+                workflow_name=workflow.display_name if workflow else request.workflow_path,
+                workflow_source=request.source,
+                event=request.event,
+                ref=request.ref,
+                sha=request.sha,
+                actor=request.actor,
+                inputs=dict(request.inputs or {}),
+                event_payload=dict(request.event_payload or {}),
+                idempotency_key=request.idempotency_key,
+            )
+            if workflow is None:
+                move_run(run.id, State.FAILURE, reason="invalid workflow", error=problems)
+            else:
+                _create_jobs(run, workflow)
+    except IntegrityError:
+        # Another process created the run for this key between our check and our insert.
+        return Run.objects.get(idempotency_key=request.idempotency_key)
+    advance_run(run.id)
+    run.refresh_from_db()
+    return run
+
+
+def _parse(source: str, path: str) -> tuple[Workflow | None, str]:
+    try:
+        return parse_workflow(source, path, matrix_cap=settings.CICD_MATRIX_CAP), ""
+    except WorkflowError as error:
+        return None, "\n".join(str(problem) for problem in error.problems)
+
+
+def _create_jobs(run: Run, workflow: Workflow) -> None:
+    plan = build_plan(workflow)
+    jobs = []
+    for planned in plan.jobs:
+        job = workflow.jobs[planned.job_id]
+        common = {
+            "run": run,
+            "attempt": run.attempt,
+            "workflow_job_id": planned.job_id,
+            "needs": list(job.needs),
+            "runs_on": list(job.runs_on),
+            "priority": run.repository.priority,
+        }
+        if planned.instances is None:
+            # The matrix is an expression over `needs`: expanded when the job becomes ready.
+            jobs.append(Job(key=planned.job_id, name=job.display_name, matrix={}, **common))
+            continue
+        for instance in planned.instances:
+            jobs.append(
+                Job(
+                    key=instance.key,
+                    name=instance.display_name,
+                    matrix=thaw(dict(instance.matrix)),
+                    **common,
+                )
+            )
+    Job.objects.bulk_create(jobs)
+
+
+@functools.lru_cache(maxsize=256)
+def workflow_of(source: str, path: str) -> Workflow:
+    """The parsed snapshot of a run. Parsing is deterministic, so a cache is safe."""
+    return parse_workflow(source, path, matrix_cap=settings.CICD_MATRIX_CAP)
+
+
+# ------------------------------------------------------------------------------------------ DAG
+
+
+def advance_run(run_id: int) -> None:
+    """Queue the jobs whose needs are done and whose `if` holds, skip the others, and end the
+    run when every job has ended. Repeats until nothing changes, so skips propagate."""
+    run = Run.objects.select_related("repository").get(id=run_id)
+    if run.state in FINAL_STATES:
+        return
+    workflow = workflow_of(run.workflow_source, run.workflow_path)
+    while _advance_once(run, workflow):
+        pass
+    _roll_up(run)
+
+
+def _advance_once(run: Run, workflow: Workflow) -> bool:
+    jobs = list(Job.objects.filter(run=run, attempt=run.attempt).order_by("id"))
+    by_workflow_job: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_workflow_job[job.workflow_job_id].append(job)
+    changed = False
+    for job in jobs:
+        if job.state != State.PENDING:
+            continue
+        group = [by_workflow_job[need] for need in job.needs]
+        if any(other.state not in FINAL_STATES for members in group for other in members):
+            continue
+        if not _slot_free(job, by_workflow_job[job.workflow_job_id], workflow):
+            continue
+        if _decide(run, workflow, job, by_workflow_job):
+            changed = True
+            # Later jobs of this pass count it against max-parallel before the next re-read.
+            job.state = Job.objects.values_list("state", flat=True).get(id=job.id)
+    return changed
+
+
+def _slot_free(job: Job, siblings: list[Job], workflow: Workflow) -> bool:
+    strategy = workflow.jobs[job.workflow_job_id].strategy
+    limit = strategy.max_parallel if strategy else None
+    if not isinstance(limit, int):
+        return True
+    busy = sum(1 for s in siblings if s.state in (State.QUEUED, State.RUNNING, State.WAITING))
+    return busy < limit
+
+
+def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]]) -> bool:
+    definition = workflow.jobs[job.workflow_job_id]
+    needs = {need: _need_context(jobs[need]) for need in job.needs}
+    results = [context["result"] for context in needs.values()]
+    status = _status(run, results)
+    condition = definition.if_condition
+    contexts = run_contexts(run) | {"needs": needs, "matrix": job.matrix}
+    try:
+        guarded = condition is not None and _uses_status_function(parse_condition(condition))
+        if "skipped" in results and not guarded:
+            should_run, reason = False, "a job it needs was skipped"
+        else:
+            should_run = evaluate_condition(condition, contexts, EvalOptions(status=status))
+            reason = "" if should_run else _skip_reason(condition, status)
+    except ExpressionError as error:
+        return move_job(
+            job.id, State.SKIPPED, from_states={State.PENDING}, reason=f"if: {error.message}"
+        )
+    if not should_run:
+        return move_job(job.id, State.SKIPPED, from_states={State.PENDING}, reason=reason)
+    strategy = definition.strategy
+    if strategy and strategy.combinations is None and job.key == job.workflow_job_id:
+        return _expand_matrix_now(job, strategy.matrix, contexts)
+    return move_job(job.id, State.QUEUED, from_states={State.PENDING}, reason="needs done")
+
+
+def _status(run: Run, results: list[str]) -> str:
+    if any(result == "cancelled" for result in results):
+        return "cancelled"
+    if any(result == "failure" for result in results):
+        return "failure"
+    return "success"
+
+
+def _skip_reason(condition: str | None, status: str) -> str:
+    if condition is None:
+        return f"a job it needs ended in {status}"
+    return f"if: {condition} was false"
+
+
+def _need_context(instances: list[Job]) -> dict[str, Any]:
+    """`needs.<id>`: GitHub's result of a (matrix) job and its outputs (later instances win)."""
+    conclusion = worst(job.state for job in instances)
+    result = {State.TIMED_OUT: "failure"}.get(conclusion, str(conclusion))
+    outputs: dict[str, Any] = {}
+    for job in instances:
+        outputs.update(job.outputs or {})
+    return {"result": result, "outputs": outputs}
+
+
+def _expand_matrix_now(job: Job, matrix_as_written: Any, contexts: dict[str, Any]) -> bool:
+    """Turn the placeholder job of an expression matrix into one job per combination."""
+    try:
+        matrix = _render_deep(thaw(matrix_as_written), contexts)
+        if not isinstance(matrix, Mapping):
+            raise MatrixError(f"the matrix expression gave {type(matrix).__name__}, not a mapping")
+        combinations = expand(matrix)
+        if len(combinations) > settings.CICD_MATRIX_CAP:
+            raise MatrixError(
+                f"expands to {len(combinations)} combinations, "
+                f"more than the limit of {settings.CICD_MATRIX_CAP}"
+            )
+    except (ExpressionError, MatrixError) as error:
+        message = getattr(error, "message", str(error))
+        return move_job(
+            job.id, State.FAILURE, from_states={State.PENDING}, reason="matrix", error=message
+        )
+    with transaction.atomic():
+        first, *rest = combinations
+        claimed = Job.objects.filter(id=job.id, state=State.PENDING, key=job.key).update(
+            key=f"{job.key}-1", name=job_display_name(job.name, first), matrix=first
+        )
+        if claimed != 1:
+            return False  # another process expanded it
+        for number, combination in enumerate(rest, start=2):
+            Job.objects.create(
+                run_id=job.run_id,
+                attempt=job.attempt,
+                workflow_job_id=job.workflow_job_id,
+                key=f"{job.key}-{number}",
+                name=job_display_name(job.name, combination),
+                matrix=combination,
+                needs=job.needs,
+                runs_on=job.runs_on,
+                priority=job.priority,
+            )
+    return True
+
+
+def _render_deep(value: Any, contexts: Mapping[str, Any]) -> Any:
+    """Evaluate every `${{ }}` in a matrix written with expressions in some of its parts."""
+    if isinstance(value, str):
+        return render(value, contexts) if "${{" in value else value
+    if isinstance(value, Mapping):
+        return {key: _render_deep(item, contexts) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_deep(item, contexts) for item in value]
+    return value
+
+
+def _roll_up(run: Run) -> None:
+    states = list(Job.objects.filter(run=run, attempt=run.attempt).values_list("state", flat=True))
+    if states and all(state in FINAL_STATES for state in states):
+        move_run(run.id, worst(states), reason="all jobs ended")
+    elif any(state == State.RUNNING for state in states):
+        move_run(run.id, State.RUNNING, from_states={State.QUEUED}, reason="a job started")
+
+
+def run_contexts(run: Run) -> dict[str, Any]:
+    """The contexts fixed for the whole run: github, inputs, vars."""
+    repository = run.repository
+    github = {
+        "event_name": run.event,
+        "ref": run.ref,
+        "ref_name": ref_name(run.ref),
+        "sha": run.sha,
+        "repository": repository.full_name,
+        "repository_owner": repository.organisation.slug,
+        "run_id": str(run.id),
+        "run_number": str(run.number),
+        "run_attempt": str(run.attempt),
+        "actor": run.actor,
+        "workflow": run.workflow_name,
+        "event": run.event_payload,
+        "ref_type": "tag" if run.ref.startswith("refs/tags/") else "branch",
+    }
+    return {"github": github, "inputs": dict(run.inputs), "vars": {}}
+
+
+# ------------------------------------------------------------------------------ job completion
+
+
+def finish_job(
+    job_id: int,
+    conclusion: str,
+    *,
+    token: str,
+    outputs: Mapping[str, str] | None = None,
+    error: str = "",
+    worker: str = "",
+) -> bool:
+    """Record a job's end, reported by the worker holding `token`. A stale worker is refused.
+    Then apply fail-fast to its matrix siblings and advance the run."""
+    moved = move_job(
+        job_id,
+        conclusion,
+        from_states={State.RUNNING},
+        token=token,
+        reason="reported by the worker",
+        worker=worker,
+        outputs=dict(outputs or {}),
+        error=error,
+        lease_expires_at=None,
+    )
+    if not moved:
+        return False
+    job = Job.objects.select_related("run").get(id=job_id)
+    if conclusion in (State.FAILURE, State.TIMED_OUT):
+        _fail_fast(job)
+    advance_run(job.run_id)
+    return True
+
+
+def _fail_fast(job: Job) -> None:
+    workflow = workflow_of(job.run.workflow_source, job.run.workflow_path)
+    strategy = workflow.jobs[job.workflow_job_id].strategy
+    if strategy is None or strategy.fail_fast is not True:
+        return
+    siblings = Job.objects.filter(
+        run_id=job.run_id,
+        attempt=job.attempt,
+        workflow_job_id=job.workflow_job_id,
+        state__in=[State.PENDING, State.QUEUED, State.WAITING],
+    ).exclude(id=job.id)
+    for sibling_id in siblings.values_list("id", flat=True):
+        move_job(sibling_id, State.CANCELLED, reason=f"fail-fast: {job.name} failed")
+    # Running siblings are told to stop through their cancel flag by the execution layer.
