@@ -207,6 +207,16 @@ CICD_ORPHAN_AGE_SECONDS = env_float("CICD_ORPHAN_AGE_SECONDS", 7 * 3600.0, minim
 CICD_REAP_EVERY_SECONDS = env_float("CICD_REAP_EVERY_SECONDS", 600.0, minimum=10.0)
 CICD_WORK_DIR = CICD_DATA_DIR / "work"  # local executor: one directory per job
 
+# Orchestration (SPEC 4): a worker holds a job for CICD_LEASE_SECONDS and renews it every
+# CICD_HEARTBEAT_SECONDS; a job whose lease ran out is given to another worker.
+CICD_LEASE_SECONDS = env_float("CICD_LEASE_SECONDS", 60.0, minimum=1.0)
+CICD_HEARTBEAT_SECONDS = env_float("CICD_HEARTBEAT_SECONDS", 10.0, minimum=0.1)
+if CICD_HEARTBEAT_SECONDS >= CICD_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        f"CICD_HEARTBEAT_SECONDS={CICD_HEARTBEAT_SECONDS:g} must be shorter than "
+        f"CICD_LEASE_SECONDS={CICD_LEASE_SECONDS:g}, or every lease would expire"
+    )
+
 # The workflow language's limits (SPEC 3).
 CICD_MATRIX_CAP = env_int("CICD_MATRIX_CAP", 256, minimum=1)
 CICD_WORKFLOW_MAX_BYTES = env_int("CICD_WORKFLOW_MAX_BYTES", 512 * 1024, minimum=1024)

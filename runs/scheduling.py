@@ -199,7 +199,21 @@ def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]
     strategy = definition.strategy
     if strategy and strategy.combinations is None and job.key == job.workflow_job_id:
         return _expand_matrix_now(job, strategy.matrix, contexts)
-    return move_job(job.id, State.QUEUED, from_states={State.PENDING}, reason="needs done")
+    return queue_job(job.id, reason="needs done")
+
+
+def queue_job(job_id: int, *, reason: str) -> bool:
+    """Move a pending job to queued and, once that commits, tell the workers."""
+    if not move_job(job_id, State.QUEUED, from_states={State.PENDING}, reason=reason):
+        return False
+    transaction.on_commit(functools.partial(_send_to_workers, job_id))
+    return True
+
+
+def _send_to_workers(job_id: int) -> None:
+    from runs.tasks import execute_job
+
+    execute_job.apply_async(args=[job_id], queue=settings.CELERY_QUEUE_JOBS)
 
 
 def _status(run: Run, results: list[str]) -> str:
