@@ -116,6 +116,13 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=200, blank=True)
     claims = models.PositiveIntegerField(default=0, help_text="how often it was handed out")
+    # Set by a cancel (of the job, its run, fail-fast, a concurrency group) while it runs: the
+    # worker sees it on its next heartbeat and stops the executor.
+    cancel_requested = models.BooleanField(default=False)
+    # The `retry` extension: attempt number of this job within its run attempt, and when the
+    # next attempt may start (exponential backoff with jitter).
+    retry_attempt = models.PositiveIntegerField(default=1)
+    not_before = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -158,6 +165,48 @@ class Step(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="step_unique_index")]
         ordering = ["index"]
+
+
+class Secret(models.Model):
+    """An encrypted value given to jobs as `secrets.<NAME>`; never shown again once stored.
+
+    Exactly one scope: the organisation, one repository, or one environment of a repository.
+    The most specific scope wins when names collide.
+    """
+
+    name = models.CharField(max_length=200)
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets"
+    )
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets"
+    )
+    environment = models.CharField(max_length=200, blank=True)
+    ciphertext = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "organisation"],
+                condition=Q(repository__isnull=True),
+                name="secret_unique_in_organisation",
+            ),
+            models.UniqueConstraint(
+                fields=["name", "repository", "environment"],
+                condition=Q(repository__isnull=False),
+                name="secret_unique_in_repository",
+            ),
+            models.CheckConstraint(
+                condition=Q(organisation__isnull=False, repository__isnull=True, environment="")
+                | Q(organisation__isnull=True, repository__isnull=False),
+                name="secret_has_one_scope",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class LogChunk(models.Model):

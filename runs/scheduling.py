@@ -26,6 +26,7 @@ from pipelines.expressions import uses_status_function as _uses_status_function
 from pipelines.matrix import MatrixError, expand, job_display_name
 from pipelines.model import Workflow, thaw
 from pipelines.triggers import ref_name
+from runs.dispatch import notify_workers
 from runs.models import Job, Repository, Run
 from runs.states import FINAL_STATES, State, worst
 from runs.transitions import move_job, move_run
@@ -206,14 +207,8 @@ def queue_job(job_id: int, *, reason: str) -> bool:
     """Move a pending job to queued and, once that commits, tell the workers."""
     if not move_job(job_id, State.QUEUED, from_states={State.PENDING}, reason=reason):
         return False
-    transaction.on_commit(functools.partial(_send_to_workers, job_id))
+    notify_workers(job_id)
     return True
-
-
-def _send_to_workers(job_id: int) -> None:
-    from runs.tasks import execute_job
-
-    execute_job.apply_async(args=[job_id], queue=settings.CELERY_QUEUE_JOBS)
 
 
 def _status(run: Run, results: list[str]) -> str:
