@@ -207,6 +207,10 @@ CICD_ORPHAN_AGE_SECONDS = env_float("CICD_ORPHAN_AGE_SECONDS", 7 * 3600.0, minim
 CICD_REAP_EVERY_SECONDS = env_float("CICD_REAP_EVERY_SECONDS", 600.0, minimum=10.0)
 CICD_WORK_DIR = CICD_DATA_DIR / "work"  # local executor: one directory per job
 
+# Secrets at rest: Fernet keys, comma-separated, newest first (older ones still decrypt, for
+# rotation). Without it a key is derived from SECRET_KEY, so changing SECRET_KEY then loses them.
+CICD_SECRETS_KEYS = env_list("CICD_SECRETS_KEY", [])
+
 # Orchestration (SPEC 4): a worker holds a job for CICD_LEASE_SECONDS and renews it every
 # CICD_HEARTBEAT_SECONDS; a job whose lease ran out is given to another worker.
 CICD_LEASE_SECONDS = env_float("CICD_LEASE_SECONDS", 60.0, minimum=1.0)

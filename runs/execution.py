@@ -28,6 +28,7 @@ from runs.claims import claim_job, heartbeat
 from runs.models import Job, LogChunk, Step
 from runs.scheduling import finish_job, run_contexts, workflow_of
 from runs.states import FINAL_STATES, State, worst
+from runs.vault import secrets_for
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def _spec_for(job: Job) -> JobSpec:
         run_id=str(run.id),
         matrix=job.matrix,
         contexts=contexts,
+        secrets=secrets_for(run.repository),
         checkout=CheckoutSource(run.repository.clone_url, run.sha, run.ref),
         display_name=job.name,
     )

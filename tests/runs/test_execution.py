@@ -148,3 +148,23 @@ def test_a_worker_that_lost_its_lease_can_write_nothing(repository):
     assert not Step.objects.filter(job=job).exists()
 
     assert finish_job(job.id, State.SUCCESS, token=new) is True
+
+
+def test_secrets_reach_the_job_and_are_masked_in_stored_logs(repository, tmp_path, config):
+    from runs.vault import store_secret
+
+    store_secret(name="TOKEN", value="hunter2-s3cret", repository=repository)
+    sha = make_repository(tmp_path / "repo")
+    repository.clone_url = str(tmp_path / "repo")
+    repository.save()
+    source = (
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n"
+        '      - run: echo "token=${{ secrets.TOKEN }}"; test "$T" = hunter2-s3cret\n'
+        "        env:\n          T: ${{ secrets.TOKEN }}\n"
+    )
+    run = start_run(repository, source, sha=sha)
+    job = jobs_of(run)["a"]
+    assert execute(job.id, worker="w1", config=config) == State.SUCCESS
+    assert "token=***" in log_lines(job)
+    stored = "".join(LogChunk.objects.filter(job=job).values_list("text", flat=True))
+    assert "hunter2" not in stored
