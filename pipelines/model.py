@@ -245,3 +245,41 @@ class Workflow:
     def display_name(self) -> str:
         """`name`, or the file path as GitHub shows unnamed workflows."""
         return self.name or self.path
+
+
+@dataclass(frozen=True, slots=True)
+class ActionInput:
+    """`inputs.<id>` of an action: what a step gives it under `with`."""
+
+    id: str
+    description: str = ""
+    required: bool = False
+    default: str | None = None  # may hold an expression, evaluated where the action is used
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutput:
+    """`outputs.<id>` of a composite action: `value` is an expression over its `steps`."""
+
+    id: str
+    value: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeAction:
+    """A parsed `action.yml` with `runs.using: composite` (see `pipelines.actions`).
+
+    Its steps are `Step`s numbered from 0 inside the action; their ids are local to it.
+    """
+
+    path: str
+    name: str | None = None
+    description: str | None = None
+    inputs: FrozenMap[str, ActionInput] = EMPTY
+    outputs: FrozenMap[str, ActionOutput] = EMPTY
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.path

@@ -74,8 +74,8 @@ from pipelines.yamlload import (
 DEFAULT_MATRIX_CAP = 256
 
 # Job, step, service and input ids: GitHub's rule.
-_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_ID_RULE = "must start with a letter or '_' and contain only letters, digits, '-' and '_'"
+ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+ID_RULE = "must start with a letter or '_' and contain only letters, digits, '-' and '_'"
 
 # Built-in actions and the `with` inputs each accepts (GitHub's documented inputs that cicd can
 # honour); the second set are the required ones.
@@ -176,7 +176,13 @@ def parse_workflow(
     """
     document = load_document(text, path, max_bytes=max_bytes, keep_going=True)
     checks = _SemanticChecks(document, path, matrix_cap=matrix_cap)
-    later = schema_problems(document, path) + checks.run()
+    raise_problems(document, schema_problems(document, path) + checks.run())
+    return _ModelBuilder(document.value, path, checks.combinations).workflow()
+
+
+def raise_problems(document: Document, later: list[Problem]) -> None:
+    """Raise `WorkflowError` with the YAML problems of `document` and the `later` ones found by
+    the schema and the semantic checks, if there is any problem at all."""
     # A YAML problem (a key that is a number...) is the cause of anything else found at its
     # position, so only the YAML problem is reported there.
     yaml_positions = {(problem.line, problem.column) for problem in document.problems}
@@ -184,7 +190,6 @@ def parse_workflow(
     problems = document.problems + later
     if problems:
         raise WorkflowError(_without_duplicates(problems))
-    return _ModelBuilder(document.value, path, checks.combinations).workflow()
 
 
 def _without_duplicates(problems: list[Problem]) -> list[Problem]:
@@ -228,25 +233,18 @@ def _job_needs(job: Any) -> list[tuple[Path, str]]:
 # Semantic checks
 
 
-class _SemanticChecks:
-    """The rules that the schema cannot express. `run()` returns their problems."""
+class DocumentChecks:
+    """Rules shared by workflow files and action files (`pipelines.actions`): where a problem
+    goes in the file, the rules of a list of steps, and the checks of expressions.
 
-    def __init__(self, document: Document, file: str, *, matrix_cap: int) -> None:
+    Subclasses say where expressions are checked and which contexts they may read there, by
+    overriding the hooks in the "expression rules" section.
+    """
+
+    def __init__(self, document: Document, file: str) -> None:
         self.document = document
         self.file = file
-        self.matrix_cap = matrix_cap
-        self.workflow = document.value
-        self.jobs = _mapping(self.workflow.get("jobs"))
         self.problems: list[Problem] = []
-        # Expanded matrices of the jobs whose matrix is known before run time.
-        self.combinations: dict[str, list[dict[str, Any]]] = {}
-
-    def run(self) -> list[Problem]:
-        self._check_triggers()
-        self._check_jobs()
-        self._check_needs()
-        self._check_expressions()
-        return self.problems
 
     # -- placing problems
 
@@ -262,150 +260,36 @@ class _SemanticChecks:
         line, column = _locate_in_scalar(self.document, path, offset)
         self.problems.append(Problem(self.file, line, column, message))
 
-    # -- on:
+    # -- steps
 
-    def _check_triggers(self) -> None:
-        on = self.workflow.get("on")
-        for path, event in _string_entries(on, ("on",)):
-            if event == "schedule":
-                self._on_value(
-                    path,
-                    "'schedule' needs its cron entries: write "
-                    "'on: {schedule: [{cron: \"0 3 * * *\"}]}' (or the block form)",
-                )
-        events = _mapping(on)
-        for event in ("push", "pull_request"):
-            self._check_event_filter(_mapping(events.get(event)), ("on", event))
-        dispatch = _mapping(events.get("workflow_dispatch"))
-        for name, spec in _mapping(dispatch.get("inputs")).items():
-            self._check_dispatch_input(
-                name, _mapping(spec), ("on", "workflow_dispatch", "inputs", name)
-            )
-        for index, entry in enumerate(_sequence(events.get("schedule"))):
-            cron = _mapping(entry).get("cron")
-            if isinstance(cron, str):
-                reason = cron_problem(cron)
-                if reason:
-                    self._on_value(("on", "schedule", index, "cron"), reason)
-
-    def _check_event_filter(self, event_filter: dict[str, Any], path: Path) -> None:
-        for include, ignore in (
-            ("branches", "branches-ignore"),
-            ("tags", "tags-ignore"),
-            ("paths", "paths-ignore"),
-        ):
-            if include in event_filter and ignore in event_filter:
-                self._on_key(
-                    (*path, ignore),
-                    f"'{include}' and '{ignore}' cannot both be used for the same event; "
-                    f"use '!' patterns in '{include}' instead",
-                )
-        for key in _FILTER_KEYS:
-            for entry_path, pattern in _string_entries(event_filter.get(key), (*path, key)):
-                try:
-                    validate_pattern(pattern)
-                except FilterPatternError as error:
-                    self._on_value(entry_path, f"invalid pattern {pattern!r} in '{key}': {error}")
-
-    def _check_dispatch_input(self, name: str, spec: dict[str, Any], path: Path) -> None:
-        if not _ID.match(name):
-            self._on_key(path, f"invalid input name '{name}': input names {_ID_RULE}")
-        kind = spec.get("type", "string")
-        default = spec.get("default")
-        options = spec.get("options")
-        if kind == "choice":
-            self._check_choice_input(name, spec, path)
-        elif "options" in spec and options is not None:
-            self._on_key(
-                (*path, "options"),
-                f"'options' is only used by inputs of type choice; input '{name}' is a {kind}",
-            )
-        if "default" not in spec or default is None:
-            return
-        got = describe_value(default)
-        if kind == "boolean" and not isinstance(default, bool):
-            message = f"the default of boolean input '{name}' must be true or false, got {got}"
-            self._on_value((*path, "default"), message)
-        if kind == "number" and (isinstance(default, bool) or not isinstance(default, int | float)):
-            message = f"the default of number input '{name}' must be a number, got {got}"
-            self._on_value((*path, "default"), message)
-
-    def _check_choice_input(self, name: str, spec: dict[str, Any], path: Path) -> None:
-        options = spec.get("options")
-        if not isinstance(options, list) or not options:
-            if options is None or isinstance(options, list):
-                self._on_key(
-                    path, f"input '{name}' of type choice needs a non-empty 'options' list"
-                )
-            return
-        texts = [scalar_text(option) for option in options]
-        if "default" in spec and spec["default"] is not None:
-            default = scalar_text(spec["default"])
-            if default not in texts:
-                message = (
-                    f"the default {default!r} of input '{name}' is not one of its options: "
-                    + ", ".join(texts)
-                )
-                self._on_value((*path, "default"), message)
-
-    # -- jobs:
-
-    def _check_jobs(self) -> None:
-        for job_id, job in self.jobs.items():
-            path = ("jobs", job_id)
-            if not _ID.match(job_id):
-                self._on_key(path, f"invalid job id '{job_id}': job ids {_ID_RULE}")
-            if not isinstance(job, dict):
-                continue
-            for service_id in _mapping(job.get("services")):
-                if not _ID.match(service_id):
-                    self._on_key(
-                        (*path, "services", service_id),
-                        f"invalid service id '{service_id}': service ids {_ID_RULE}",
-                    )
-            self._check_matrix(job_id, job)
-            self._check_steps(job_id, _sequence(job.get("steps")))
-
-    def _check_matrix(self, job_id: str, job: dict[str, Any]) -> None:
-        matrix = _mapping(job.get("strategy")).get("matrix")
-        if not isinstance(matrix, dict) or not _matrix_is_literal(matrix):
-            return  # an expression (expanded at run time), or a shape the schema reported
-        path = ("jobs", job_id, "strategy", "matrix")
-        plain = matrix_values(matrix)
-        try:
-            count = combination_count(plain)
-            if count > self.matrix_cap:
-                self._on_value(
-                    path,
-                    f"matrix of job '{job_id}' expands to {count} combinations, "
-                    f"more than the limit of {self.matrix_cap}",
-                )
-                return
-            self.combinations[job_id] = expand(plain)
-        except MatrixError as error:
-            self._on_value(path, f"invalid matrix in job '{job_id}': {error}")
-
-    def _check_steps(self, job_id: str, steps: list[Any]) -> None:
+    def _check_step_list(self, steps: list[Any], path: Path, owner: str, unit: str) -> None:
+        """The steps at `path` of `owner` ("job 'build'"); their ids are unique in `unit`."""
         first_use_of_id: dict[str, int] = {}
         for index, step in enumerate(steps):
             if not isinstance(step, dict):
                 continue
-            path = ("jobs", job_id, "steps", index)
+            step_path = (*path, index)
             step_id = step.get("id")
             if isinstance(step_id, str):
-                self._check_step_id(step_id, index, first_use_of_id, path, job_id)
-            self._check_step_kind(step, path)
+                self._check_step_id(step_id, index, first_use_of_id, step_path, owner, unit)
+            self._check_step_kind(step, step_path)
 
     def _check_step_id(
-        self, step_id: str, index: int, first_use: dict[str, int], path: Path, job_id: str
+        self,
+        step_id: str,
+        index: int,
+        first_use: dict[str, int],
+        path: Path,
+        owner: str,
+        unit: str,
     ) -> None:
-        if not _ID.match(step_id):
-            self._on_value((*path, "id"), f"invalid step id '{step_id}': step ids {_ID_RULE}")
+        if not ID_PATTERN.match(step_id):
+            self._on_value((*path, "id"), f"invalid step id '{step_id}': step ids {ID_RULE}")
         elif step_id in first_use:
             self._on_value(
                 (*path, "id"),
-                f"duplicate step id '{step_id}' in job '{job_id}' (first used by step "
-                f"{first_use[step_id] + 1}); step ids must be unique in a job",
+                f"duplicate step id '{step_id}' in {owner} (first used by step "
+                f"{first_use[step_id] + 1}); step ids must be unique in {unit}",
             )
         else:
             first_use[step_id] = index
@@ -463,6 +347,260 @@ class _SemanticChecks:
             else:
                 self._on_value((*path, "uses"), message)
 
+    # -- expressions
+
+    def _check_expressions(self) -> None:
+        for path, value in iter_paths(self.document.value):
+            if not isinstance(value, str) or not self._expressions_checked_at(path):
+                continue
+            if self._is_condition(path):
+                self._check_condition(path, value)
+            elif "${{" in value:
+                self._check_templates(path, value)
+
+    def _check_condition(self, path: Path, condition: str) -> None:
+        try:
+            tree = expressions.parse_condition(condition)
+        except ExpressionError as error:
+            self._inside_value(path, error.position, f"invalid expression: {error.message}")
+            return
+        self._check_tree(path, tree, 0, in_condition=True)
+
+    def _check_templates(self, path: Path, value: str) -> None:
+        try:
+            templates = expressions.find_templates(value)
+        except ExpressionError as error:
+            self._inside_value(path, error.position, f"invalid expression: {error.message}")
+            return
+        if templates and self._allowed_contexts(path) is None:
+            message = f"expressions are not supported {where_in(path)}"
+            self._inside_value(path, templates[0].start, message)
+            return
+        for template in templates:
+            inner_offset = template.start + 3  # positions in the tree count from after `${{`
+            try:
+                tree = expressions.parse(template.source)
+            except ExpressionError as error:
+                message = f"invalid expression: {error.message}"
+                self._inside_value(path, inner_offset + error.position, message)
+                continue
+            self._check_tree(path, tree, inner_offset, in_condition=False)
+
+    def _check_tree(
+        self, path: Path, tree: expressions.Expr, offset: int, *, in_condition: bool
+    ) -> None:
+        allowed = self._allowed_contexts(path) or frozenset()
+        for node in _walk(tree):
+            if isinstance(node, expressions.ContextRef):
+                self._check_context(path, node, offset, allowed)
+            elif isinstance(node, expressions.PropertyAccess):
+                self._check_reference(path, node, offset)
+            elif isinstance(node, expressions.FunctionCall) and node.name == "hashFiles":
+                self._check_hash_files(path, node, offset)
+        if not in_condition and expressions.uses_status_function(tree):
+            first = min(
+                node.position
+                for node in _walk(tree)
+                if isinstance(node, expressions.FunctionCall) and node.name in _STATUS_FUNCTIONS
+            )
+            message = (
+                "the status functions success(), failure(), always() and cancelled() "
+                "can only be used in 'if' conditions"
+            )
+            self._inside_value(path, offset + first, message)
+
+    def _check_hash_files(self, path: Path, node: expressions.FunctionCall, offset: int) -> None:
+        """hashFiles() reads the job's workspace, which only exists while its steps run."""
+        if self._reads_workspace(path):
+            return
+        self._inside_value(
+            path,
+            offset + node.position,
+            f"hashFiles() is only available in steps (it reads the job's files), "
+            f"not {where_in(path)}",
+        )
+
+    def _check_context(
+        self, path: Path, node: expressions.ContextRef, offset: int, allowed: frozenset[str]
+    ) -> None:
+        name = node.name.lower()
+        available = ", ".join(sorted(allowed))
+        if name not in CONTEXTS:
+            message = f"unknown context '{node.name}'; available here: {available}"
+        elif name not in allowed:
+            message = (
+                f"the '{name}' context is not available {where_in(path)}; "
+                f"available here: {available}"
+            )
+        else:
+            return
+        self._inside_value(path, offset + node.position, message)
+
+    # -- expression rules (hooks)
+
+    def _expressions_checked_at(self, path: Path) -> bool:
+        """Whether the strings at `path` are checked for expressions at all."""
+        return True
+
+    def _allowed_contexts(self, path: Path) -> frozenset[str] | None:
+        """The contexts an expression at `path` may read; None: no expressions there."""
+        return allowed_contexts(path)
+
+    def _is_condition(self, path: Path) -> bool:
+        """Whether `path` is an `if:` (a whole expression without `${{ }}`)."""
+        return _is_condition_path(path)
+
+    def _reads_workspace(self, path: Path) -> bool:
+        """Whether an expression at `path` runs while the steps do (so hashFiles() works)."""
+        return _path_matches(("jobs", "*", "steps", "**"), path)
+
+    def _check_reference(self, path: Path, node: expressions.PropertyAccess, offset: int) -> None:
+        """A hook for rules about property accesses (`needs.x` in workflows)."""
+
+
+class _SemanticChecks(DocumentChecks):
+    """The rules of workflows that the schema cannot express. `run()` returns their problems."""
+
+    def __init__(self, document: Document, file: str, *, matrix_cap: int) -> None:
+        super().__init__(document, file)
+        self.matrix_cap = matrix_cap
+        self.workflow = document.value
+        self.jobs = _mapping(self.workflow.get("jobs"))
+        # Expanded matrices of the jobs whose matrix is known before run time.
+        self.combinations: dict[str, list[dict[str, Any]]] = {}
+
+    def run(self) -> list[Problem]:
+        self._check_triggers()
+        self._check_jobs()
+        self._check_needs()
+        self._check_expressions()
+        return self.problems
+
+    # -- on:
+
+    def _check_triggers(self) -> None:
+        on = self.workflow.get("on")
+        for path, event in _string_entries(on, ("on",)):
+            if event == "schedule":
+                self._on_value(
+                    path,
+                    "'schedule' needs its cron entries: write "
+                    "'on: {schedule: [{cron: \"0 3 * * *\"}]}' (or the block form)",
+                )
+        events = _mapping(on)
+        for event in ("push", "pull_request"):
+            self._check_event_filter(_mapping(events.get(event)), ("on", event))
+        dispatch = _mapping(events.get("workflow_dispatch"))
+        for name, spec in _mapping(dispatch.get("inputs")).items():
+            self._check_dispatch_input(
+                name, _mapping(spec), ("on", "workflow_dispatch", "inputs", name)
+            )
+        for index, entry in enumerate(_sequence(events.get("schedule"))):
+            cron = _mapping(entry).get("cron")
+            if isinstance(cron, str):
+                reason = cron_problem(cron)
+                if reason:
+                    self._on_value(("on", "schedule", index, "cron"), reason)
+
+    def _check_event_filter(self, event_filter: dict[str, Any], path: Path) -> None:
+        for include, ignore in (
+            ("branches", "branches-ignore"),
+            ("tags", "tags-ignore"),
+            ("paths", "paths-ignore"),
+        ):
+            if include in event_filter and ignore in event_filter:
+                self._on_key(
+                    (*path, ignore),
+                    f"'{include}' and '{ignore}' cannot both be used for the same event; "
+                    f"use '!' patterns in '{include}' instead",
+                )
+        for key in _FILTER_KEYS:
+            for entry_path, pattern in _string_entries(event_filter.get(key), (*path, key)):
+                try:
+                    validate_pattern(pattern)
+                except FilterPatternError as error:
+                    self._on_value(entry_path, f"invalid pattern {pattern!r} in '{key}': {error}")
+
+    def _check_dispatch_input(self, name: str, spec: dict[str, Any], path: Path) -> None:
+        if not ID_PATTERN.match(name):
+            self._on_key(path, f"invalid input name '{name}': input names {ID_RULE}")
+        kind = spec.get("type", "string")
+        default = spec.get("default")
+        options = spec.get("options")
+        if kind == "choice":
+            self._check_choice_input(name, spec, path)
+        elif "options" in spec and options is not None:
+            self._on_key(
+                (*path, "options"),
+                f"'options' is only used by inputs of type choice; input '{name}' is a {kind}",
+            )
+        if "default" not in spec or default is None:
+            return
+        got = describe_value(default)
+        if kind == "boolean" and not isinstance(default, bool):
+            message = f"the default of boolean input '{name}' must be true or false, got {got}"
+            self._on_value((*path, "default"), message)
+        if kind == "number" and (isinstance(default, bool) or not isinstance(default, int | float)):
+            message = f"the default of number input '{name}' must be a number, got {got}"
+            self._on_value((*path, "default"), message)
+
+    def _check_choice_input(self, name: str, spec: dict[str, Any], path: Path) -> None:
+        options = spec.get("options")
+        if not isinstance(options, list) or not options:
+            if options is None or isinstance(options, list):
+                self._on_key(
+                    path, f"input '{name}' of type choice needs a non-empty 'options' list"
+                )
+            return
+        texts = [scalar_text(option) for option in options]
+        if "default" in spec and spec["default"] is not None:
+            default = scalar_text(spec["default"])
+            if default not in texts:
+                message = (
+                    f"the default {default!r} of input '{name}' is not one of its options: "
+                    + ", ".join(texts)
+                )
+                self._on_value((*path, "default"), message)
+
+    # -- jobs:
+
+    def _check_jobs(self) -> None:
+        for job_id, job in self.jobs.items():
+            path = ("jobs", job_id)
+            if not ID_PATTERN.match(job_id):
+                self._on_key(path, f"invalid job id '{job_id}': job ids {ID_RULE}")
+            if not isinstance(job, dict):
+                continue
+            for service_id in _mapping(job.get("services")):
+                if not ID_PATTERN.match(service_id):
+                    self._on_key(
+                        (*path, "services", service_id),
+                        f"invalid service id '{service_id}': service ids {ID_RULE}",
+                    )
+            self._check_matrix(job_id, job)
+            self._check_step_list(
+                _sequence(job.get("steps")), (*path, "steps"), f"job '{job_id}'", "a job"
+            )
+
+    def _check_matrix(self, job_id: str, job: dict[str, Any]) -> None:
+        matrix = _mapping(job.get("strategy")).get("matrix")
+        if not isinstance(matrix, dict) or not _matrix_is_literal(matrix):
+            return  # an expression (expanded at run time), or a shape the schema reported
+        path = ("jobs", job_id, "strategy", "matrix")
+        plain = matrix_values(matrix)
+        try:
+            count = combination_count(plain)
+            if count > self.matrix_cap:
+                self._on_value(
+                    path,
+                    f"matrix of job '{job_id}' expands to {count} combinations, "
+                    f"more than the limit of {self.matrix_cap}",
+                )
+                return
+            self.combinations[job_id] = expand(plain)
+        except MatrixError as error:
+            self._on_value(path, f"invalid matrix in job '{job_id}': {error}")
+
     # -- needs
 
     def _check_needs(self) -> None:
@@ -490,98 +628,7 @@ class _SemanticChecks:
                 return ("jobs", job_id, *relative)
         return ("jobs", job_id, "needs")
 
-    # -- expressions
-
-    def _check_expressions(self) -> None:
-        for path, value in iter_paths(self.workflow):
-            if not isinstance(value, str):
-                continue
-            if _is_condition_path(path):
-                self._check_condition(path, value)
-            elif "${{" in value:
-                self._check_templates(path, value)
-
-    def _check_condition(self, path: Path, condition: str) -> None:
-        try:
-            tree = expressions.parse_condition(condition)
-        except ExpressionError as error:
-            self._inside_value(path, error.position, f"invalid expression: {error.message}")
-            return
-        self._check_tree(path, tree, 0, in_condition=True)
-
-    def _check_templates(self, path: Path, value: str) -> None:
-        try:
-            templates = expressions.find_templates(value)
-        except ExpressionError as error:
-            self._inside_value(path, error.position, f"invalid expression: {error.message}")
-            return
-        if templates and allowed_contexts(path) is None:
-            message = f"expressions are not supported {where_in(path)}"
-            self._inside_value(path, templates[0].start, message)
-            return
-        for template in templates:
-            inner_offset = template.start + 3  # positions in the tree count from after `${{`
-            try:
-                tree = expressions.parse(template.source)
-            except ExpressionError as error:
-                message = f"invalid expression: {error.message}"
-                self._inside_value(path, inner_offset + error.position, message)
-                continue
-            self._check_tree(path, tree, inner_offset, in_condition=False)
-
-    def _check_tree(
-        self, path: Path, tree: expressions.Expr, offset: int, *, in_condition: bool
-    ) -> None:
-        allowed = allowed_contexts(path) or frozenset()
-        for node in _walk(tree):
-            if isinstance(node, expressions.ContextRef):
-                self._check_context(path, node, offset, allowed)
-            elif isinstance(node, expressions.PropertyAccess):
-                self._check_needs_reference(path, node, offset)
-            elif isinstance(node, expressions.FunctionCall) and node.name == "hashFiles":
-                self._check_hash_files(path, node, offset)
-        if not in_condition and expressions.uses_status_function(tree):
-            first = min(
-                node.position
-                for node in _walk(tree)
-                if isinstance(node, expressions.FunctionCall) and node.name in _STATUS_FUNCTIONS
-            )
-            message = (
-                "the status functions success(), failure(), always() and cancelled() "
-                "can only be used in 'if' conditions"
-            )
-            self._inside_value(path, offset + first, message)
-
-    def _check_hash_files(self, path: Path, node: expressions.FunctionCall, offset: int) -> None:
-        """hashFiles() reads the job's workspace, which only exists while its steps run."""
-        if _path_matches(("jobs", "*", "steps", "**"), path):
-            return
-        self._inside_value(
-            path,
-            offset + node.position,
-            f"hashFiles() is only available in steps (it reads the job's files), "
-            f"not {where_in(path)}",
-        )
-
-    def _check_context(
-        self, path: Path, node: expressions.ContextRef, offset: int, allowed: frozenset[str]
-    ) -> None:
-        name = node.name.lower()
-        available = ", ".join(sorted(allowed))
-        if name not in CONTEXTS:
-            message = f"unknown context '{node.name}'; available here: {available}"
-        elif name not in allowed:
-            message = (
-                f"the '{name}' context is not available {where_in(path)}; "
-                f"available here: {available}"
-            )
-        else:
-            return
-        self._inside_value(path, offset + node.position, message)
-
-    def _check_needs_reference(
-        self, path: Path, node: expressions.PropertyAccess, offset: int
-    ) -> None:
+    def _check_reference(self, path: Path, node: expressions.PropertyAccess, offset: int) -> None:
         """`needs.build.outputs.x` in a job that does not need `build` is always empty."""
         target = node.target
         if not (isinstance(target, expressions.ContextRef) and target.name.lower() == "needs"):
@@ -946,7 +993,7 @@ class _ModelBuilder:
             environment=_environment(raw.get("environment")),
             concurrency=_concurrency(raw.get("concurrency")),
             permissions=_permissions(raw.get("permissions")),
-            steps=tuple(_step(index, step) for index, step in enumerate(raw["steps"])),
+            steps=tuple(build_step(index, step) for index, step in enumerate(raw["steps"])),
             retry=_retry(raw.get("retry")),
         )
 
@@ -1093,7 +1140,8 @@ def _retry(raw: Any) -> RetryPolicy | None:
     )
 
 
-def _step(index: int, raw: dict[str, Any]) -> Step:
+def build_step(index: int, raw: dict[str, Any]) -> Step:
+    """The model of one valid step (of a job, or of a composite action)."""
     uses = raw.get("uses")
     action = parse_uses(uses) if isinstance(uses, str) else None
     return Step(

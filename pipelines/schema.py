@@ -1,6 +1,7 @@
-"""The JSON Schema (Draft 2020-12) of the supported workflow syntax, and its error messages.
+"""The JSON Schemas (Draft 2020-12) of the supported workflow and action syntax, and their messages.
 
-The schema covers the subset of GitHub Actions' workflow syntax listed in SPEC section 3. It only
+`WORKFLOW_SCHEMA` covers the subset of GitHub Actions' workflow syntax listed in SPEC section 3;
+`ACTION_SCHEMA` the metadata file (`action.yml`) of a composite action. They only
 checks shapes (which keys exist, their types); rules that need more than one value at a time
 (needs, cycles, actions, cron, expressions, ids) live in `pipelines.parser`.
 
@@ -330,6 +331,66 @@ WORKFLOW_SCHEMA: dict[str, Any] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# action.yml of a composite action (`pipelines.actions`)
+
+# GitHub's keys of a step of a composite action: no timeout-minutes, no retry.
+COMPOSITE_STEP = _mapping(
+    {
+        key: STEP["properties"][key]
+        for key in (
+            "id",
+            "name",
+            "if",
+            "run",
+            "shell",
+            "working-directory",
+            "env",
+            "uses",
+            "with",
+            "continue-on-error",
+        )
+    }
+)
+ACTION_INPUT = _one_of_shapes(
+    "a mapping with 'description', 'required' and 'default', or nothing",
+    {"type": "null"},
+    _mapping(
+        {
+            "description": STRINGISH,
+            # Many published actions write `required: 'false'`, which GitHub accepts.
+            "required": _one_of_shapes(
+                "a boolean (true or false)", BOOLEAN, {"enum": ["true", "false"]}
+            ),
+            "default": NULLABLE_STRINGISH,
+            "deprecationMessage": STRINGISH,
+        }
+    ),
+)
+ACTION_OUTPUT = _mapping({"description": STRINGISH, "value": STRINGISH}, required=("value",))
+ACTION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    **_mapping(
+        {
+            "name": STRINGISH,
+            "description": STRINGISH,
+            "author": STRINGISH,
+            "branding": _mapping({"icon": STRINGISH, "color": STRINGISH}),
+            "inputs": _map_of(ACTION_INPUT, "a mapping of input ids to inputs"),
+            "outputs": _map_of(ACTION_OUTPUT, "a mapping of output ids to outputs"),
+            "runs": _mapping(
+                {
+                    "using": STRINGISH,
+                    "steps": _list_of(COMPOSITE_STEP, "a list of steps", minItems=1),
+                },
+                required=("using", "steps"),
+            ),
+        },
+        required=("runs",),
+    ),
+}
+
+
 # Numbers in a workflow must be finite: `.nan` would pass every range check (NaN compares false).
 def _is_finite_number(checker: Any, value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -346,7 +407,9 @@ _WorkflowValidator = validators.extend(
     ),
 )
 Draft202012Validator.check_schema(WORKFLOW_SCHEMA)
+Draft202012Validator.check_schema(ACTION_SCHEMA)
 _VALIDATOR = _WorkflowValidator(WORKFLOW_SCHEMA)
+_ACTION_VALIDATOR = _WorkflowValidator(ACTION_SCHEMA)
 
 # ---------------------------------------------------------------------------------------------
 # Messages
@@ -373,10 +436,14 @@ class _Finding:
     message: str
 
 
-def schema_problems(document: Document, file: str) -> list[Problem]:
-    """Every schema violation of the document, at most one per position, in file order."""
+def schema_problems(document: Document, file: str, *, action: bool = False) -> list[Problem]:
+    """Every schema violation of the document, at most one per position, in file order.
+
+    The document is a workflow, or with `action` the `action.yml` of a composite action.
+    """
+    validator = _ACTION_VALIDATOR if action else _VALIDATOR
     findings: list[_Finding] = []
-    for error in _VALIDATOR.iter_errors(document.value):
+    for error in validator.iter_errors(document.value):
         findings.extend(_explain(error))
     problems: dict[tuple[int, int], Problem] = {}
     for finding in findings:
@@ -604,7 +671,7 @@ def where_in(path: Path) -> str:
 
 
 def _named_place(path: Path) -> str | None:
-    """Jobs, steps, services and inputs have names of their own."""
+    """Jobs, steps, services and inputs have names of their own (in workflows and actions)."""
     if len(path) == 2 and path[0] == "jobs":
         return f"job '{path[1]}'"
     if len(path) == 4 and path[0] == "jobs" and path[2] == "steps" and isinstance(path[3], int):
@@ -613,6 +680,12 @@ def _named_place(path: Path) -> str | None:
         return f"service '{path[3]}' of job '{path[1]}'"
     if len(path) == 4 and path[:3] == ("on", "workflow_dispatch", "inputs"):
         return f"input '{path[3]}'"
+    # action.yml: a workflow cannot have these paths (`runs`, `inputs` and `outputs` are not
+    # workflow keys, so nothing is ever reported below them).
+    if len(path) == 3 and path[:2] == ("runs", "steps") and isinstance(path[2], int):
+        return f"step {path[2] + 1} of the action"
+    if len(path) == 2 and path[0] in ("inputs", "outputs"):
+        return f"{path[0][:-1]} '{path[1]}' of the action"
     return None
 
 

@@ -155,11 +155,13 @@ def load_document(
     max_nodes: int = DEFAULT_MAX_NODES,
     max_depth: int = DEFAULT_MAX_DEPTH,
     keep_going: bool = False,
+    empty_means: str = "expected a workflow mapping with 'on' and 'jobs'",
 ) -> Document:
     """Parse `text` (the file at `path`) into a `Document` whose top level is a mapping.
 
     Raises `WorkflowError` with every problem found; with `keep_going`, problems that leave a
     usable document (duplicate keys, bad keys, tags) are in `Document.problems` instead.
+    `empty_means` completes the message about an empty file: what the file should hold.
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
@@ -168,7 +170,7 @@ def load_document(
     text = text.removeprefix("\ufeff")
     root = _compose(text, path)
     if root is None or _is_null_scalar(root):
-        message = "the file is empty; expected a workflow mapping with 'on' and 'jobs'"
+        message = f"the file is empty; {empty_means}"
         raise WorkflowError([Problem(path, 1, 1, message)])
     builder = _Builder(path, text, max_nodes=max_nodes, max_depth=max_depth)
     value = builder.build(root)

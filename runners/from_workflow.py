@@ -57,7 +57,7 @@ def job_spec_for(
         job_id=job_id,
         run_id=run_id,
         name=display_name or job.display_name,
-        steps=tuple(_step_spec(step) for step in job.steps),
+        steps=tuple(step_spec(step) for step in job.steps),
         image=evaluate(container.image) if container else None,
         container_env=frozen(container_env),
         services=tuple(_service_spec(s, evaluate) for s in job.services.values()),
@@ -83,7 +83,8 @@ def _evaluator(contexts: Mapping[str, Any]) -> Callable[[Any], Any]:
     return evaluate
 
 
-def _step_spec(step: Step) -> StepSpec:
+def step_spec(step: Step) -> StepSpec:
+    """The executor's form of a parsed step (of a job, or of a composite action)."""
     return StepSpec(
         index=step.index,
         name=step.display_name,

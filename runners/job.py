@@ -4,6 +4,9 @@ The step semantics live here once, so both executors behave the same: expression
 `steps`/`env` contexts, step files, `if:` with status functions, continue-on-error, timeouts,
 cancellation, masking, outputs. A backend only knows how to start, run one command, move files,
 check out the repository, and clean up.
+
+Local composite actions (`uses: ./path`) run their steps through the same `_run_step` inside the
+step that uses them, with a `_JobState` of their own (see `_run_local_action`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from typing import Any, Protocol
 
 from pipelines.errors import ExpressionError
 from pipelines.expressions import EvalOptions, evaluate_condition, render, to_string
+from runners.composite import (
+    MAX_ACTION_DEPTH,
+    LocalActionError,
+    action_inputs,
+    action_steps,
+    is_local_action,
+    load_local_action,
+)
 from runners.events import (
     CANCELLED,
     FAILURE,
@@ -92,9 +103,26 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _ActionScope:
+    """Where the steps of a local composite action run (inside the job step that uses it)."""
+
+    uses: str  # ./path, as the step wrote it
+    path: str  # the action's directory as steps see it: github.action_path
+    inputs: Mapping[str, str]  # the `inputs` context
+    env: Mapping[str, str]  # `env` of the step(s) that used the action, already evaluated
+    depth: int  # 1 for an action used by a job step, 2 for one used by that action...
+    limit: str  # what bounds the action's time, for messages: "timeout-minutes: 5"
+    cancel_exempt: bool  # started after the cancel request: its steps run to their end
+
+
 @dataclass(slots=True)
 class _JobState:
-    """What changes while a job runs; kept here, never on the backend or module globals."""
+    """What changes while a job runs; kept here, never on the backend or module globals.
+
+    The steps of a composite action get a state of their own (`action` set): their own `steps`
+    context and status, sharing the job's env and path files.
+    """
 
     status: str = SUCCESS  # success | failure | cancelled: what success()/failure() look at
     timed_out: bool = False
@@ -102,6 +130,7 @@ class _JobState:
     path_additions: list[str] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[StepResult] = field(default_factory=list)
+    action: _ActionScope | None = None
 
 
 @dataclass
@@ -158,7 +187,10 @@ class JobDriver:
     # ---------------------------------------------------------------- steps
 
     def _run_step(self, step: StepSpec, state: _JobState, job_deadline: float) -> None:
-        if self.cancel.cancelled and state.status != CANCELLED:
+        """Run one step and record its result in `state`. For the steps of a composite action,
+        `job_deadline` is the deadline of the step that uses the action."""
+        cancel_exempt = state.action is not None and state.action.cancel_exempt
+        if self.cancel.cancelled and state.status != CANCELLED and not cancel_exempt:
             state.status = CANCELLED
         if time.monotonic() >= job_deadline and not state.timed_out:
             state.timed_out = True
@@ -169,7 +201,7 @@ class JobDriver:
                 step.if_condition, contexts, EvalOptions(status=state.status)
             )
         except ExpressionError as error:
-            self.sink.step_started(step.index, step.name)
+            self._announce(step, state, step.name)
             self._record(step, state, self._failed(step, error.message), {})
             return
         if not should_run:
@@ -177,7 +209,7 @@ class JobDriver:
             self._record(step, state, result, {}, announce=False)
             return
 
-        self.sink.step_started(step.index, self._step_name(step, contexts))
+        self._announce(step, state, self._step_name(step, contexts))
         started = self.clock()
         try:
             outcome, exit_code, error, outputs, summary = self._execute(
@@ -208,7 +240,7 @@ class JobDriver:
         self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
     ) -> tuple[str, int | None, str, dict[str, str], str]:
         if step.uses:
-            return self._run_action(step, contexts)
+            return self._run_action(step, state, contexts, job_deadline)
         step_dir = f"{self.backend.temp_dir}/_step_{step.index}"
         files = {name: f"{step_dir}/{name}" for name in STEP_FILE_NAMES}
         for path in files.values():
@@ -226,7 +258,9 @@ class JobDriver:
         for name, path in files.items():
             for variable in STEP_FILE_VARIABLES[name]:
                 env[variable] = path
-        cwd = self._working_directory(step, contexts)
+        # As on GitHub, a workflow's `defaults.run` does not reach into composite actions.
+        default_directory = None if state.action else self.spec.default_working_directory
+        cwd = self._working_directory(step, contexts, default_directory)
         deadline = self._step_deadline(step, contexts, job_deadline)
 
         output = StepOutput(self.masker, cap_bytes=self.step_output_cap, clock=self.clock)
@@ -251,7 +285,7 @@ class JobDriver:
             self._system_line(step.index, "The step was cancelled.")
             return CANCELLED, command.exit_code, "cancelled", outputs, summary
         if command.timed_out:
-            minutes = self._timeout_text(step, contexts, job_deadline)
+            minutes = self._timeout_text(step, state, contexts, job_deadline)
             self._system_line(step.index, f"Error: the step timed out ({minutes}).")
             if time.monotonic() >= job_deadline:
                 state.timed_out = True
@@ -263,13 +297,15 @@ class JobDriver:
         return SUCCESS, 0, "", outputs, summary
 
     def _run_action(
-        self, step: StepSpec, contexts: dict[str, Any]
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
     ) -> tuple[str, int | None, str, dict[str, str], str]:
         if _is_checkout(step.uses):
             return self._checkout(step, contexts)
+        if is_local_action(step.uses):
+            return self._run_local_action(step, state, contexts, job_deadline)
         message = (
             f"'{step.uses}' is not available on this server yet: "
-            "only actions/checkout runs in this version"
+            "only actions/checkout and local composite actions (./path) run in this version"
         )
         self._system_line(step.index, f"Error: {message}")
         return FAILURE, None, message, {}, ""
@@ -296,7 +332,133 @@ class JobDriver:
         self.backend.checkout(source, subdir, fetch_depth=int(depth))
         return SUCCESS, 0, "", {}, ""
 
+    # ---------------------------------------------------------------- local composite actions
+
+    def _run_local_action(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        """Run the steps of the composite action `step.uses` (./path) as this one step.
+
+        They have their own `steps` context and status, share the job's env and path files,
+        log to this step, and end when this step's deadline passes. The step's outputs are the
+        action's `outputs.<id>.value`, evaluated over those steps.
+        """
+        uses = step.uses or ""
+        depth = state.action.depth + 1 if state.action else 1
+        try:
+            if depth > MAX_ACTION_DEPTH:
+                raise LocalActionError(
+                    f"'{uses}' would be local action {depth} levels deep; local actions can "
+                    f"be nested {MAX_ACTION_DEPTH} levels deep at most (does an action use "
+                    "itself?)"
+                )
+            action, directory = load_local_action(self.backend, uses)
+            given = {name: self._render_value(v, contexts) for name, v in step.with_args.items()}
+            inputs, unexpected = action_inputs(
+                action, uses, given, lambda text: self._render_value(text, contexts)
+            )
+        except LocalActionError as error:
+            self._system_line(step.index, f"Error: {error}")
+            for line in error.details[1:]:  # the first one is in the message
+                self._system_line(step.index, f"Error: {line}")
+            return FAILURE, None, str(error), {}, ""
+        if unexpected:
+            self._system_line(
+                step.index,
+                f"Warning: unexpected input(s) {', '.join(map(repr, unexpected))}; "
+                f"the inputs of {uses} are: {', '.join(action.inputs) or 'none'}",
+            )
+        deadline, limit = self._deadline_and_limit(step, state, contexts, job_deadline)
+        inherited_env = dict(state.action.env) if state.action else {}
+        inherited_env.update({name: contexts["env"][name] for name in step.env})
+        scope = _ActionScope(
+            uses=uses,
+            path=directory,
+            inputs=inputs,
+            env=inherited_env,
+            depth=depth,
+            limit=limit,
+            cancel_exempt=self.cancel.cancelled,
+        )
+        nested = _JobState(
+            env_from_files=state.env_from_files, path_additions=state.path_additions, action=scope
+        )
+        steps = action_steps(action, step.index)
+        for nested_step in steps:
+            self._run_step(nested_step, nested, deadline)
+        outcome, exit_code, error = self._action_outcome(uses, steps, nested)
+        if outcome == TIMED_OUT and time.monotonic() >= job_deadline:
+            state.timed_out = True
+        outputs = self._action_outputs(uses, action.outputs, nested)
+        if isinstance(outputs, str) and outcome == SUCCESS:
+            self._system_line(step.index, f"Error: {outputs}")
+            outcome, error = FAILURE, outputs
+        elif isinstance(outputs, str):
+            self._system_line(step.index, f"Warning: {outputs}")
+        summary = "".join(result.summary for result in nested.results)
+        return outcome, exit_code, error, outputs if isinstance(outputs, dict) else {}, summary
+
+    def _action_outcome(
+        self, uses: str, steps: tuple[StepSpec, ...], nested: _JobState
+    ) -> tuple[str, int | None, str]:
+        """The outcome of a composite action from its steps', with the first failure's error."""
+        failed = next(
+            (
+                (spec, result)
+                for spec, result in zip(steps, nested.results, strict=True)
+                if result.conclusion in (FAILURE, TIMED_OUT, CANCELLED)
+            ),
+            None,
+        )
+        if nested.timed_out or any(r.conclusion == TIMED_OUT for r in nested.results):
+            outcome = TIMED_OUT
+        elif nested.status == CANCELLED:
+            outcome = CANCELLED
+        elif nested.status == FAILURE:
+            outcome = FAILURE
+        else:
+            return SUCCESS, 0, ""
+        if failed is None:
+            return outcome, None, "cancelled" if outcome == CANCELLED else f"{uses} timed out"
+        spec, result = failed
+        if is_local_action(spec.uses):
+            return outcome, result.exit_code, result.error  # already names the innermost step
+        return outcome, result.exit_code, f"step '{spec.name}' of {uses} failed: {result.error}"
+
+    def _action_outputs(
+        self, uses: str, outputs: Mapping[str, Any], nested: _JobState
+    ) -> dict[str, str] | str:
+        """The action's outputs over its steps; a message instead when one cannot be evaluated."""
+        contexts = self._contexts(nested, None)
+        values: dict[str, str] = {}
+        for name, output in outputs.items():
+            try:
+                values[name] = to_string(render(output.value, contexts))
+            except ExpressionError as error:
+                return f"output '{name}' of {uses}: {error.message}"
+        return values
+
+    def _deadline_and_limit(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> tuple[float, str]:
+        """The deadline of a step, and what sets it, for messages: its own timeout-minutes,
+        that of a step using the action it belongs to, or the job's."""
+        deadline = self._step_deadline(step, contexts, job_deadline)
+        minutes = self._minutes(step.timeout_minutes, contexts)
+        if minutes is not None and deadline < job_deadline:
+            return deadline, f"timeout-minutes: {minutes:g}"
+        if state.action is not None:
+            return deadline, state.action.limit
+        return deadline, f"job timeout-minutes: {self.spec.timeout_minutes:g}"
+
     # ---------------------------------------------------------------- helpers
+
+    def _announce(self, step: StepSpec, state: _JobState, name: str) -> None:
+        """A job step starts; a step of a composite action says so in its job step's log."""
+        if state.action is None:
+            self.sink.step_started(step.index, name)
+        else:
+            self._system_line(step.index, f"{state.action.uses}: {name}")
 
     def _record(
         self,
@@ -318,7 +480,8 @@ class JobDriver:
             state.status = FAILURE
         if result.outcome == CANCELLED:
             state.status = CANCELLED
-        self.sink.step_finished(result)
+        if state.action is None:  # a composite action's steps finish as part of their job step
+            self.sink.step_finished(result)
 
     def _failed(self, step: StepSpec, message: str) -> StepResult:
         self._system_line(step.index, f"Error: {message}")
@@ -379,6 +542,12 @@ class JobDriver:
         github.setdefault("workspace", self.backend.workspace)
         contexts["github"] = github
         env = self._job_env(state, contexts)
+        if state.action is not None:
+            # As on GitHub, an action sees its inputs, and secrets only through them.
+            env.update(state.action.env)
+            contexts["inputs"] = dict(state.action.inputs)
+            contexts.pop("secrets", None)
+            github["action_path"] = state.action.path
         if step is not None:
             scoped = {**contexts, "env": env}
             for name, value in step.env.items():
@@ -426,14 +595,17 @@ class JobDriver:
                 "GITHUB_STEP_INDEX": str(step.index),
             }
         )
+        if state.action is not None:
+            env["GITHUB_ACTION_PATH"] = state.action.path
         env.update(contexts["env"])
         if state.path_additions:
             env["PATH"] = ":".join([*reversed(state.path_additions), env["PATH"]])
         return env
 
-    def _working_directory(self, step: StepSpec, contexts: dict[str, Any]) -> str:
-        chosen = self._render_text(step.working_directory, contexts)
-        chosen = chosen or self.spec.default_working_directory
+    def _working_directory(
+        self, step: StepSpec, contexts: dict[str, Any], default: str | None
+    ) -> str:
+        chosen = self._render_text(step.working_directory, contexts) or default
         if not chosen:
             return self.backend.workspace
         if chosen.startswith("/"):
@@ -448,9 +620,13 @@ class JobDriver:
             return job_deadline
         return min(job_deadline, time.monotonic() + minutes * 60)
 
-    def _timeout_text(self, step: StepSpec, contexts: dict[str, Any], job_deadline: float) -> str:
+    def _timeout_text(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> str:
         minutes = self._minutes(step.timeout_minutes, contexts)
         if time.monotonic() >= job_deadline - 0.5 or minutes is None:
+            if state.action is not None:
+                return state.action.limit
             return f"job timeout-minutes: {self.spec.timeout_minutes:g}"
         return f"timeout-minutes: {minutes:g}"
 

@@ -203,3 +203,124 @@ def git_repo(tmp_path: Path) -> GitRepo:
     git(path, "commit", "-q", "-m", "second")
     second = git(path, "rev-parse", "HEAD")
     return GitRepo(path=path, first=first, second=second)
+
+
+# Composite actions in `action_repo`: steps use `shell: sh` (the Docker test image is busybox).
+GREET_ACTION = """\
+name: Greet
+description: Say hello to someone
+inputs:
+  who:
+    description: Whom to greet
+    required: true
+  greeting:
+    description: The word to use
+    default: Hello
+outputs:
+  message:
+    description: What was said
+    value: ${{ steps.say.outputs.text }}
+runs:
+  using: composite
+  steps:
+    - id: say
+      shell: sh
+      run: |
+        echo "${{ inputs.greeting }}, ${{ inputs.who }}!"
+        echo "text=${{ inputs.greeting }}, ${{ inputs.who }}!" >> "$GITHUB_OUTPUT"
+        echo "GREETED=${{ inputs.who }}" >> "$GITHUB_ENV"
+    - shell: sh
+      run: |
+        echo "local say=${{ steps.say.outputs.text }} path=${GITHUB_ACTION_PATH##*/}"
+        echo "from step=${FROM_STEP:-none} job=${FROM_JOB:-none} ${{ env.FROM_STEP }}"
+"""
+
+# A tolerated failure, a real one, a skipped step and a clean-up step.
+FAIL_ACTION = """\
+name: Fail
+runs:
+  using: composite
+  steps:
+    - shell: sh
+      run: exit 4
+      continue-on-error: true
+    - shell: sh
+      run: echo still here
+    - name: Break
+      shell: sh
+      run: exit 3
+    - shell: sh
+      run: echo never
+    - shell: sh
+      if: failure()
+      run: echo cleaning up
+"""
+
+# Uses `greet` (a local action inside a local action, found from the workspace root).
+WRAP_ACTION = """\
+name: Wrap
+inputs:
+  name: {required: true}
+outputs:
+  said: {value: "${{ steps.inner.outputs.message }}"}
+runs:
+  using: composite
+  steps:
+    - id: inner
+      uses: ./.github/actions/greet
+      with:
+        who: ${{ inputs.name }}
+        greeting: Hi
+"""
+
+SLOW_ACTION = """\
+name: Slow
+runs:
+  using: composite
+  steps:
+    - shell: sh
+      run: echo start; sleep 30; echo never
+    - shell: sh
+      run: echo after
+"""
+
+LOOP_ACTION = """\
+name: Loop
+runs:
+  using: composite
+  steps:
+    - uses: ./.github/actions/loop
+"""
+
+BROKEN_ACTION = """\
+name: Broken
+runs:
+  using: composite
+  steps:
+    - run: echo no shell
+"""
+
+
+@pytest.fixture
+def action_repo(tmp_path: Path) -> GitRepo:
+    """A repository with local composite actions under .github/actions (one commit on main)."""
+    path = tmp_path / "actions-origin"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    actions = {
+        "greet": GREET_ACTION,
+        "fail": FAIL_ACTION,
+        "wrap": WRAP_ACTION,
+        "slow": SLOW_ACTION,
+        "loop": LOOP_ACTION,
+        "broken": BROKEN_ACTION,
+    }
+    for name, text in actions.items():
+        directory = path / ".github" / "actions" / name
+        directory.mkdir(parents=True)
+        (directory / "action.yml").write_text(text)
+    (path / "README.md").write_text("# actions\n")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "actions")
+    sha = git(path, "rev-parse", "HEAD")
+    return GitRepo(path=path, first=sha, second=sha)

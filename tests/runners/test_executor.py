@@ -548,7 +548,7 @@ def test_timeout_sends_term_first_so_the_step_can_clean_up(executor: Executor) -
     stopped = step_result(result, 0)
     assert stopped.outcome == TIMED_OUT
     assert stdout(sink, 0) == ["waiting", "got TERM"]
-    assert step_seconds(stopped) < 0.01 * 60 + GRACE_SECONDS - 0.2  # ended by TERM, not KILL
+    assert stopped.exit_code == 5  # the trap's own exit: ended by TERM, not by KILL
 
 
 def test_step_timeout_with_continue_on_error(executor: Executor) -> None:
@@ -748,6 +748,194 @@ def test_unsupported_action_fails_the_step(executor: Executor) -> None:
     result, _ = executor(job(step(uses="actions/setup-node@v4")))
     assert outcomes(result) == [FAILURE]
     assert "actions/setup-node@v4" in step_result(result, 0).error
+
+
+# ------------------------------------------------------------------------ local composite actions
+
+GREET = "./.github/actions/greet"
+
+
+def system_lines(sink: RecordingSink, index: int) -> list[str]:
+    return [
+        e[2].text
+        for e in sink.events
+        if e[0] == "log" and e[1] == index and isinstance(e[2], LogLine) and e[2].stream == "system"
+    ]
+
+
+def test_local_action_inputs_outputs_and_env(executor: Executor, action_repo: GitRepo) -> None:
+    spec = job(
+        step(uses="actions/checkout@v4"),
+        step(uses=GREET, id="greet", with_args={"who": "world"}, env={"FROM_STEP": "yes"}),
+        step(
+            'echo "got=${{ steps.greet.outputs.message }}"; echo "env=$GREETED"\n'
+            'echo "nested=${{ steps.say.outputs.text }}"'
+        ),
+        step(uses=GREET, with_args={"who": "${{ github.actor }}", "greeting": "Hi"}),
+        checkout=action_repo.source(),
+        env={"FROM_JOB": "job"},
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == SUCCESS, sink.events
+    assert outcomes(result) == [SUCCESS] * 4
+    # The nested steps log into the step that uses the action.
+    assert stdout(sink, 1) == [
+        "Hello, world!",
+        "local say=Hello, world! path=greet",
+        "from step=yes job=job yes",
+    ]
+    assert dict(step_result(result, 1).outputs) == {"message": "Hello, world!"}
+    # Outputs reach later steps; GITHUB_ENV persists; the action's step ids stay inside it.
+    assert stdout(sink, 2) == ["got=Hello, world!", "env=world", "nested="]
+    assert stdout(sink, 3)[0] == "Hi, alice!"
+    assert stdout(sink, 3)[2] == "from step=none job=job "
+    # One step of the job each: the nested steps are not steps of the job.
+    started = [e[1] for e in sink.events if e[0] == "step_started"]
+    assert started == [0, 1, 2, 3]
+
+
+def test_local_action_inside_a_local_action(executor: Executor, action_repo: GitRepo) -> None:
+    spec = job(
+        step(uses="./.github/actions/wrap/", id="wrap", with_args={"name": "nest"}),
+        step("echo 'said=${{ steps.wrap.outputs.said }}'"),
+        checkout=action_repo.source(),  # the automatic checkout before the first step
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == SUCCESS, sink.events
+    assert stdout(sink, 0)[0] == "Hi, nest!"
+    assert stdout(sink, 1) == ["said=Hi, nest!"]
+
+
+def test_local_action_missing_required_input_fails(
+    executor: Executor, action_repo: GitRepo
+) -> None:
+    spec = job(
+        step(uses=GREET, with_args={"greeting": "Hey", "whom": "typo"}),
+        step("echo next"),
+        checkout=action_repo.source(),
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == FAILURE
+    assert outcomes(result) == [FAILURE, SKIPPED]
+    error = step_result(result, 0).error
+    assert error == (
+        f"{GREET} needs the input 'who': it is required and has no default; give it under 'with'"
+    )
+    assert f"Error: {error}" in system_lines(sink, 0)
+    assert stdout(sink, 0) == []
+
+
+def test_local_action_failing_step_fails_the_step(executor: Executor, action_repo: GitRepo) -> None:
+    spec = job(
+        step(uses="./.github/actions/fail", id="fail"),
+        step("echo after", if_condition="always()"),
+        step("echo skipped"),
+        checkout=action_repo.source(),
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == FAILURE
+    assert outcomes(result) == [FAILURE, SUCCESS, SKIPPED]
+    failed = step_result(result, 0)
+    assert failed.exit_code == 3
+    assert failed.error == (
+        "step 'Break' of ./.github/actions/fail failed: Process completed with exit code 3."
+    )
+    # continue-on-error tolerates the first failure; failure() runs the clean-up step.
+    assert stdout(sink, 0) == ["still here", "cleaning up"]
+
+
+def test_local_action_failure_with_continue_on_error(
+    executor: Executor, action_repo: GitRepo
+) -> None:
+    spec = job(
+        step(uses="./.github/actions/fail", id="fail", continue_on_error=True),
+        step("echo '${{ steps.fail.outcome }}/${{ steps.fail.conclusion }}'"),
+        checkout=action_repo.source(),
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == SUCCESS, sink.events
+    assert stdout(sink, 1) == ["failure/success"]
+
+
+def test_local_action_ends_with_the_timeout_of_its_step(
+    executor: Executor, action_repo: GitRepo
+) -> None:
+    spec = job(
+        step(uses="./.github/actions/slow", timeout_minutes=0.02),
+        step("echo next"),
+        step("echo cleanup", if_condition="always()"),
+        checkout=action_repo.source(),
+    )
+    result, sink = executor(spec)
+    timed_out = step_result(result, 0)
+    assert step_seconds(timed_out) < 0.02 * 60 + GRACE_SECONDS + 2
+    assert (timed_out.outcome, timed_out.conclusion) == (TIMED_OUT, TIMED_OUT)
+    assert timed_out.error == (
+        "step 'Run echo start; sleep 30; echo never' of ./.github/actions/slow failed: "
+        "timed out (timeout-minutes: 0.02)"
+    )
+    assert outcomes(result) == [TIMED_OUT, SKIPPED, SUCCESS]
+    assert result.conclusion == FAILURE
+    assert stdout(sink, 0) == ["start"]  # neither "never" nor the action's next step
+    assert "Error: the step timed out (timeout-minutes: 0.02)." in system_lines(sink, 0)
+
+
+def test_cancel_stops_a_local_action_and_always_runs_one_to_its_end(
+    executor: Executor, action_repo: GitRepo
+) -> None:
+    cancel = CancelToken()
+    spec = job(
+        step(uses="./.github/actions/slow"),
+        step("echo next"),
+        step(uses=GREET, with_args={"who": "late"}, if_condition="always()"),
+        checkout=action_repo.source(),
+    )
+    sink = CancelWhenSeen(cancel, "start")
+    try:
+        result, _ = executor(spec, sink=sink, cancel=cancel)
+    finally:
+        if sink.timer is not None:
+            sink.timer.cancel()
+    assert result.conclusion == CANCELLED
+    assert outcomes(result) == [CANCELLED, SKIPPED, SUCCESS]
+    assert stdout(sink, 0) == ["start"]  # the action's next step did not run
+    # Started after the cancel request, the action's steps all run (as a step does).
+    assert stdout(sink, 2)[:2] == ["Hello, late!", "local say=Hello, late! path=greet"]
+
+
+def test_local_action_missing_action_file(executor: Executor) -> None:
+    result, _ = executor(job(step(uses="./.github/actions/nowhere"), step("echo next")))
+    assert outcomes(result) == [FAILURE, SKIPPED]
+    error = step_result(result, 0).error
+    assert error.startswith("cannot find the action './.github/actions/nowhere': neither /")
+    assert "/.github/actions/nowhere/action.yml nor /" in error
+    assert error.endswith(
+        "/.github/actions/nowhere/action.yaml exists; "
+        "did you check out the repository first (actions/checkout)?"
+    )
+
+
+def test_local_action_invalid_file_names_the_position(
+    executor: Executor, action_repo: GitRepo
+) -> None:
+    spec = job(step(uses="./.github/actions/broken"), checkout=action_repo.source())
+    result, _ = executor(spec)
+    assert outcomes(result) == [FAILURE]
+    error = step_result(result, 0).error
+    assert error.startswith(
+        "the action file .github/actions/broken/action.yml is invalid: "
+        ".github/actions/broken/action.yml:5:7: step 1 of the action has 'run' but no 'shell'"
+    )
+
+
+def test_local_action_that_uses_itself_stops(executor: Executor, action_repo: GitRepo) -> None:
+    spec = job(step(uses="./.github/actions/loop"), checkout=action_repo.source())
+    result, _ = executor(spec)
+    assert outcomes(result) == [FAILURE]
+    assert step_result(result, 0).error == (
+        "'./.github/actions/loop' would be local action 11 levels deep; local actions can be "
+        "nested 10 levels deep at most (does an action use itself?)"
+    )
 
 
 # ------------------------------------------------------------------------ local executor only
