@@ -25,3 +25,10 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         sender.signature("runners.tasks.reap_orphaned_containers"),
         name="reap orphaned job containers",
     )
+    sender.add_periodic_task(
+        settings.CICD_REAP_LEASES_SECONDS,
+        sender.signature("runs.tasks.reap_expired_leases"),
+        name="requeue jobs of lost workers",
+        # A reaper message that waited longer than one period is stale: the next one is due.
+        expires=settings.CICD_REAP_LEASES_SECONDS,
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -220,6 +221,28 @@ if CICD_HEARTBEAT_SECONDS >= CICD_LEASE_SECONDS:
         f"CICD_HEARTBEAT_SECONDS={CICD_HEARTBEAT_SECONDS:g} must be shorter than "
         f"CICD_LEASE_SECONDS={CICD_LEASE_SECONDS:g}, or every lease would expire"
     )
+# The reaper (runs.reaper) runs every CICD_REAP_LEASES_SECONDS; a job whose worker was lost is
+# requeued until it has been claimed CICD_MAX_JOB_CLAIMS times, then fails.
+CICD_REAP_LEASES_SECONDS = env_float("CICD_REAP_LEASES_SECONDS", 5.0, minimum=0.1)
+CICD_MAX_JOB_CLAIMS = env_int("CICD_MAX_JOB_CLAIMS", 3, minimum=1)
+# A running job's worker looks this often for a cancel request (cheaper than a heartbeat), so a
+# cancel stops the executor within a second or two whatever the heartbeat interval.
+CICD_CANCEL_POLL_SECONDS = env_float("CICD_CANCEL_POLL_SECONDS", 1.0, minimum=0.1)
+# Dispatch (runs.claims.claim_next): a queued job gains one priority point per
+# CICD_PRIORITY_AGING_SECONDS waited, so low priorities cannot starve.
+CICD_PRIORITY_AGING_SECONDS = env_float("CICD_PRIORITY_AGING_SECONDS", 60.0, minimum=1.0)
+
+
+def _worker_labels() -> list[str]:
+    """The runs-on labels this worker offers: the configured ones plus, always, its host name."""
+    labels = env_list("CICD_WORKER_LABELS", ["self-hosted", "linux", "x64", "ubuntu-latest"])
+    seen: dict[str, str] = {}
+    for label in [*labels, socket.gethostname()]:
+        seen.setdefault(label.lower(), label)
+    return list(seen.values())
+
+
+CICD_WORKER_LABELS = _worker_labels()
 
 # The workflow language's limits (SPEC 3).
 CICD_MATRIX_CAP = env_int("CICD_MATRIX_CAP", 256, minimum=1)

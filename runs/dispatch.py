@@ -12,11 +12,12 @@ from django.conf import settings
 from django.db import transaction
 
 
-def notify_workers(job_id: int) -> None:
-    transaction.on_commit(functools.partial(_send, job_id))
+def notify_workers(job_id: int, *, countdown: float | None = None) -> None:
+    """`countdown`: the job may not start before then (a retry's backoff); the message waits."""
+    transaction.on_commit(functools.partial(_send, job_id, countdown))
 
 
-def _send(job_id: int) -> None:
+def _send(job_id: int, countdown: float | None = None) -> None:
     from runs.tasks import execute_job
 
-    execute_job.apply_async(args=[job_id], queue=settings.CELERY_QUEUE_JOBS)
+    execute_job.apply_async(args=[job_id], queue=settings.CELERY_QUEUE_JOBS, countdown=countdown)

@@ -24,7 +24,9 @@ from runners.executor import RunnerConfig, run_job
 from runners.from_workflow import ServiceOptionsError, job_spec_for
 from runners.logs import LogEvent, LogLine
 from runners.spec import CheckoutSource, JobSpec
-from runs.claims import claim_job, heartbeat
+from runs.claims import claim_job, claim_next, heartbeat
+from runs.control import cancel_requested
+from runs.dispatch import notify_workers
 from runs.models import Job, LogChunk, Step
 from runs.scheduling import finish_job, run_contexts, workflow_of
 from runs.states import FINAL_STATES, State, worst
@@ -47,6 +49,31 @@ def execute(job_id: int, *, worker: str, config: RunnerConfig | None = None) -> 
     if token is None:
         return None
     return run_claimed_job(job_id, token, worker=worker, config=config)
+
+
+def execute_next(
+    *, worker: str, labels: Sequence[str], config: RunnerConfig | None = None
+) -> str | None:
+    """Claim the best job this worker may run (`claim_next`) and run it to the end. Returns its
+    conclusion, or None when there was nothing this worker may run."""
+    from runners.registry import record_worker
+
+    config = config or RunnerConfig.from_settings(settings)
+    claimed = claim_next(worker=worker, labels=labels, lease_seconds=settings.CICD_LEASE_SECONDS)
+    if claimed is None:
+        return None
+    job_id, token = claimed
+    seen = {"name": worker, "labels": labels, "executor": config.executor}
+    record_worker(**seen, current_job_id=job_id)
+    try:
+        return run_claimed_job(job_id, token, worker=worker, config=config)
+    finally:
+        record_worker(**seen, current_job_id=None)
+        # A slot of a concurrency limit just freed: the wake-up of a job that was held back by
+        # that limit was consumed without a claim, so send one more while work is queued.
+        waiting = Job.objects.filter(state=State.QUEUED).values_list("id", flat=True).first()
+        if waiting is not None:
+            notify_workers(waiting)
 
 
 def run_claimed_job(
@@ -146,13 +173,23 @@ class _LeaseKeeper:
     def _loop(self) -> None:
         from django.db import connection
 
+        # The cancel flag is polled more often than the lease is renewed: reading one row is
+        # cheap, and a cancel must stop the step within seconds, not a heartbeat interval.
+        beat_every = settings.CICD_HEARTBEAT_SECONDS
+        poll_every = min(settings.CICD_CANCEL_POLL_SECONDS, beat_every)
+        next_beat = time.monotonic() + beat_every
         try:
-            while not self._stop.wait(settings.CICD_HEARTBEAT_SECONDS):
-                if not heartbeat(
-                    self.job_id, token=self.token, lease_seconds=settings.CICD_LEASE_SECONDS
-                ):
-                    self.cancel.cancel("the job is no longer held by this worker")
-                    return
+            while not self._stop.wait(poll_every):
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + beat_every
+                    if not heartbeat(
+                        self.job_id, token=self.token, lease_seconds=settings.CICD_LEASE_SECONDS
+                    ):
+                        self.cancel.cancel("the job is no longer held by this worker")
+                        return
+                # Once cancelled, keep the lease alive while the executor stops (TERM, KILL).
+                if not self.cancel.cancelled and cancel_requested(self.job_id, token=self.token):
+                    self.cancel.cancel("the job was cancelled")
         finally:
             connection.close()  # this thread's own connection
 

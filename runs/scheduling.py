@@ -13,6 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from django.conf import settings
@@ -82,6 +83,7 @@ def create_run(repository: Repository, request: RunRequest) -> Run:
                 move_run(run.id, State.FAILURE, reason="invalid workflow", error=problems)
             else:
                 _create_jobs(run, workflow)
+                _control().enter_concurrency_group(run, workflow)
     except IntegrityError:
         # Another process created the run for this key between our check and our insert.
         return Run.objects.get(idempotency_key=request.idempotency_key)
@@ -142,7 +144,8 @@ def advance_run(run_id: int) -> None:
     if run.state in FINAL_STATES:
         return
     workflow = workflow_of(run.workflow_source, run.workflow_path)
-    while _advance_once(run, workflow):
+    # A run waiting for its concurrency group starts no job; it may still end (cancelled).
+    while run.state != State.WAITING and _advance_once(run, workflow):
         pass
     _roll_up(run)
 
@@ -288,7 +291,10 @@ def _render_deep(value: Any, contexts: Mapping[str, Any]) -> Any:
 def _roll_up(run: Run) -> None:
     states = list(Job.objects.filter(run=run, attempt=run.attempt).values_list("state", flat=True))
     if states and all(state in FINAL_STATES for state in states):
-        move_run(run.id, worst(states), reason="all jobs ended")
+        if move_run(run.id, worst(states), reason="all jobs ended") and run.concurrency_group:
+            _control().release_next_in_group(
+                repository_id=run.repository_id, group=run.concurrency_group
+            )
     elif any(state == State.RUNNING for state in states):
         move_run(run.id, State.RUNNING, from_states={State.QUEUED}, reason="a job started")
 
@@ -327,7 +333,10 @@ def finish_job(
     worker: str = "",
 ) -> bool:
     """Record a job's end, reported by the worker holding `token`. A stale worker is refused.
-    Then apply fail-fast to its matrix siblings and advance the run."""
+    Then apply fail-fast to its matrix siblings and advance the run. A failure of a job with a
+    `retry` policy and attempts left puts it back in the queue instead (`runs.control`)."""
+    if _control().retry_job(job_id, conclusion=conclusion, token=token, error=error, worker=worker):
+        return True
     moved = move_job(
         job_id,
         conclusion,
@@ -361,4 +370,20 @@ def _fail_fast(job: Job) -> None:
     ).exclude(id=job.id)
     for sibling_id in siblings.values_list("id", flat=True):
         move_job(sibling_id, State.CANCELLED, reason=f"fail-fast: {job.name} failed")
-    # Running siblings are told to stop through their cancel flag by the execution layer.
+    # Running siblings are told to stop: their worker sees the flag and ends them cancelled.
+    running = Job.objects.filter(
+        run_id=job.run_id,
+        attempt=job.attempt,
+        workflow_job_id=job.workflow_job_id,
+        state=State.RUNNING,
+    ).exclude(id=job.id)
+    for sibling_id in running.values_list("id", flat=True):
+        _control().request_cancel(sibling_id)
+
+
+def _control() -> ModuleType:
+    """`runs.control` builds on this module (cancel, groups, re-runs, retries call advance_run);
+    imported when first needed to break the import cycle."""
+    from runs import control
+
+    return control

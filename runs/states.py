@@ -43,6 +43,9 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     State.QUEUED: frozenset({State.WAITING, State.RUNNING} | _ENDINGS | {State.SKIPPED}),
     State.WAITING: frozenset({State.QUEUED, State.RUNNING, State.CANCELLED}),
     State.RUNNING: frozenset(_ENDINGS),
+    # An ended run goes back to queued only for a re-run (`runs.control.rerun`): a new attempt
+    # with new job rows; the ended attempt's jobs keep their states.
+    **{final: frozenset({State.QUEUED}) for final in sorted(FINAL_STATES)},
 }
 STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     State.PENDING: frozenset({State.RUNNING, State.SKIPPED, State.CANCELLED}),

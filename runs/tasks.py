@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 
 from celery import shared_task
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -14,9 +18,17 @@ from celery import shared_task
     ignore_result=True,
 )
 def execute_job(job_id: int) -> None:
-    from runs.execution import execute
+    """A wake-up: run the best job this worker may run. `job_id` is only the job whose queueing
+    sent the message (for logs); if nothing is claimable, another worker took the work."""
+    from django.conf import settings
 
-    execute(job_id, worker=f"{socket.gethostname()}:{execute_job.request.hostname or 'worker'}")
+    from runs.execution import execute_next
+
+    hostname = execute_job.request.hostname or "worker"
+    worker = f"{socket.gethostname()}:{hostname}:{os.getpid()}"
+    conclusion = execute_next(worker=worker, labels=settings.CICD_WORKER_LABELS)
+    if conclusion is None:
+        log.debug("wake-up for job %s: nothing for %s to claim", job_id, worker)
 
 
 @shared_task(name="runs.tasks.advance_run", acks_late=True, ignore_result=True)
@@ -24,3 +36,10 @@ def advance_run(run_id: int) -> None:
     from runs.scheduling import advance_run as advance
 
     advance(run_id)
+
+
+@shared_task(name="runs.tasks.reap_expired_leases", ignore_result=True)
+def reap_expired_leases() -> None:
+    from runs.reaper import reap_expired_leases as reap
+
+    reap()
