@@ -1,7 +1,8 @@
 """`cicd serve`: the whole system in the foreground, for the embedded default and small installs.
 
 It migrates the database, makes sure an admin account exists, then supervises child processes:
-daphne (web and WebSockets), one Celery worker running the beat scheduler, and any further workers.
+daphne (web and WebSockets), a control worker (control queue, beat scheduler) and the job workers
+(jobs queue).
 When one child dies the others are stopped too, so a half-running system never goes unnoticed;
 SIGINT/SIGTERM stop everything (TERM, then KILL after a grace period).
 """
@@ -97,19 +98,32 @@ def serve(*, host: str | None, port: int | None, worker_processes: int | None) -
         "web",
         [python, "-m", "daphne", "-b", host, "-p", str(port), "cicd.asgi:application"],
     )
-    for index in range(worker_processes):
-        argv = [
+    # Control tasks (scheduling, reaping, cancels) get a worker of their own, so that a backlog
+    # of builds never delays them; threads keep it to one small process. It also runs beat.
+    supervisor.start(
+        "control",
+        [
             python, "-m", "celery", "-A", "cicd", "worker",
-            "--queues", f"{settings.CELERY_QUEUE_CONTROL},{settings.CELERY_QUEUE_JOBS}",
-            "--concurrency", str(settings.CICD_WORKER_CONCURRENCY),
-            "--hostname", f"worker{index + 1}@%h",
+            "--queues", settings.CELERY_QUEUE_CONTROL,
+            "--pool", "threads", "--concurrency", "4",
+            "--hostname", "control@%h",
             "--loglevel", settings.LOG_LEVEL,
             "--without-mingle", "--without-gossip",
-        ]  # fmt: skip
-        if index == 0:
-            # Exactly one beat scheduler: it lives inside the first worker.
-            argv += ["--beat", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]
-        supervisor.start(f"worker{index + 1}", argv)
+            "--beat", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
+        ],
+    )  # fmt: skip
+    for index in range(worker_processes):
+        supervisor.start(
+            f"worker{index + 1}",
+            [
+                python, "-m", "celery", "-A", "cicd", "worker",
+                "--queues", settings.CELERY_QUEUE_JOBS,
+                "--concurrency", str(settings.CICD_WORKER_CONCURRENCY),
+                "--hostname", f"worker{index + 1}@%h",
+                "--loglevel", settings.LOG_LEVEL,
+                "--without-mingle", "--without-gossip",
+            ],
+        )  # fmt: skip
 
     url = settings.CICD_PUBLIC_URL or f"http://{_display_host(host)}:{port}/"
     if not _wait_for_port(host, port, supervisor):
