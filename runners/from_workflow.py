@@ -98,7 +98,19 @@ def step_spec(step: Step) -> StepSpec:
         with_args=frozen(step.with_args),
         timeout_minutes=step.timeout_minutes,
         continue_on_error=step.continue_on_error,
+        **_retry_fields(step),
     )
+
+
+def _retry_fields(step: Step) -> dict[str, Any]:
+    policy = step.retry
+    if policy is None:
+        return {}
+    return {
+        "retry_max_attempts": policy.max_attempts,
+        "retry_backoff_seconds": policy.backoff_seconds,
+        "retry_max_backoff_seconds": policy.max_backoff_seconds,
+    }
 
 
 def _service_spec(service: Service, evaluate: Callable[[Any], Any]) -> ServiceSpec:

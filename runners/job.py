@@ -12,6 +12,7 @@ step that uses them, with a `_JobState` of their own (see `_run_local_action`).
 from __future__ import annotations
 
 import logging
+import random
 import shlex
 import time
 from collections.abc import Callable, Mapping
@@ -211,15 +212,22 @@ class JobDriver:
 
         self._announce(step, state, self._step_name(step, contexts))
         started = self.clock()
-        try:
-            outcome, exit_code, error, outputs, summary = self._execute(
+        attempt = 1
+        while True:
+            outcome, exit_code, error, outputs, summary = self._attempt(
                 step, state, contexts, job_deadline
             )
-        except (ExpressionError, StepFileError, JobSetupError) as problem:
-            # (not `as error`: Python unbinds the `as` name when the except block ends)
-            message = problem.message if isinstance(problem, ExpressionError) else str(problem)
-            self._system_line(step.index, f"Error: {message}")
-            outcome, exit_code, error, outputs, summary = FAILURE, None, message, {}, ""
+            delay = self._retry_delay(step, attempt, outcome, job_deadline)
+            if delay is None:
+                break
+            self._system_line(
+                step.index,
+                f"Attempt {attempt} of {step.retry_max_attempts} ended in {outcome}; "
+                f"retrying in {delay:.1f} s",
+            )
+            if self.cancel.wait(delay):
+                break
+            attempt += 1
         conclusion = outcome
         if outcome in (FAILURE, TIMED_OUT) and self._continue_on_error(step, contexts):
             conclusion = SUCCESS
@@ -235,6 +243,32 @@ class JobDriver:
             summary=summary,
         )
         self._record(step, state, result, outputs)
+
+    def _attempt(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        try:
+            return self._execute(step, state, contexts, job_deadline)
+        except (ExpressionError, StepFileError, JobSetupError) as problem:
+            # (not `as error`: Python unbinds the `as` name when the except block ends)
+            message = problem.message if isinstance(problem, ExpressionError) else str(problem)
+            self._system_line(step.index, f"Error: {message}")
+            return FAILURE, None, message, {}, ""
+
+    def _retry_delay(
+        self, step: StepSpec, attempt: int, outcome: str, job_deadline: float
+    ) -> float | None:
+        """Seconds to wait before the step's next attempt (the `retry` extension), or None when
+        it must not be retried: it did not fail, attempts are used up, or the job is ending."""
+        if outcome not in (FAILURE, TIMED_OUT) or attempt >= step.retry_max_attempts:
+            return None
+        if self.cancel.cancelled:
+            return None
+        base = min(step.retry_backoff_seconds * 2 ** (attempt - 1), step.retry_max_backoff_seconds)
+        delay = base * (1 + random.uniform(0, 0.25))  # jitter: retries of many jobs spread out
+        if time.monotonic() + delay >= job_deadline:
+            return None
+        return delay
 
     def _execute(
         self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float

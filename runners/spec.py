@@ -33,6 +33,10 @@ class StepSpec:
     with_args: Mapping[str, Any] = EMPTY
     timeout_minutes: float | str | None = None
     continue_on_error: bool | str = False
+    # The `retry` extension: attempts in all (1: no retry), and the backoff between them.
+    retry_max_attempts: int = 1
+    retry_backoff_seconds: float = 10.0
+    retry_max_backoff_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

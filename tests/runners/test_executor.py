@@ -1105,3 +1105,27 @@ def test_a_failed_automatic_checkout_fails_the_job_before_any_step(
     assert "0000000" in result.error
     assert result.steps == ()
     assert "never" not in sink.lines()
+
+
+def test_a_step_with_retry_runs_again_until_it_passes(executor: Executor) -> None:
+    flaky = (
+        "n=$(cat tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries; "
+        'echo "try $n"; [ $n -ge 3 ]'
+    )
+    spec = job(
+        step(flaky, retry_max_attempts=3, retry_backoff_seconds=0.05),
+        step("echo after"),
+    )
+    result, sink = executor(spec)
+    assert result.conclusion == SUCCESS, sink.events
+    assert stdout(sink, 0) == ["try 1", "try 2", "try 3"]
+    assert step_result(result, 0).outcome == SUCCESS
+    assert sum("retrying in" in line for line in sink.lines(0)) == 2
+
+
+def test_a_step_that_keeps_failing_stops_after_its_attempts(executor: Executor) -> None:
+    spec = job(step("echo attempt; exit 7", retry_max_attempts=2, retry_backoff_seconds=0.05))
+    result, sink = executor(spec)
+    assert result.conclusion == FAILURE
+    assert step_result(result, 0).exit_code == 7
+    assert stdout(sink, 0) == ["attempt", "attempt"]

@@ -127,3 +127,14 @@ def test_service_options_accept_equals_form_and_units():
         "db", "--health-cmd=true --health-interval=500ms --health-retries 4"
     )
     assert parsed == {"cmd": "true", "interval": 0.5, "retries": 4}
+
+
+def test_step_retry_reaches_the_spec():
+    workflow = parse_workflow(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: make\n"
+        "        retry: {max-attempts: 4, backoff-seconds: 2}\n",
+        "ci.yml",
+    )
+    spec = job_spec_for(workflow, workflow.jobs["a"], job_id="1", run_id="1")
+    step = spec.steps[0]
+    assert (step.retry_max_attempts, step.retry_backoff_seconds) == (4, 2.0)
