@@ -22,7 +22,13 @@ from django.db.models import Max
 
 from pipelines import WorkflowError, build_plan, parse_workflow
 from pipelines.errors import ExpressionError
-from pipelines.expressions import EvalOptions, evaluate_condition, parse_condition, render
+from pipelines.expressions import (
+    EvalOptions,
+    evaluate_condition,
+    parse_condition,
+    render,
+    to_string,
+)
 from pipelines.expressions import uses_status_function as _uses_status_function
 from pipelines.matrix import MatrixError, expand, job_display_name
 from pipelines.model import Workflow, thaw
@@ -203,12 +209,35 @@ def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]
     strategy = definition.strategy
     if strategy and strategy.combinations is None and job.key == job.workflow_job_id:
         return _expand_matrix_now(job, strategy.matrix, contexts)
-    return queue_job(job.id, reason="needs done")
+    try:
+        runs_on = _render_labels(definition.runs_on, contexts)
+    except ExpressionError as error:
+        return move_job(
+            job.id,
+            State.FAILURE,
+            from_states={State.PENDING},
+            reason="runs-on",
+            error=error.message,
+        )
+    return queue_job(job.id, reason="needs done", runs_on=runs_on)
 
 
-def queue_job(job_id: int, *, reason: str) -> bool:
+def _render_labels(labels: tuple[str, ...], contexts: Mapping[str, Any]) -> list[str]:
+    """`runs-on` may use matrix, needs, inputs (`${{ matrix.os }}`, or a whole list from
+    fromJSON): evaluated when the job is ready, so workers route on the final labels."""
+    rendered: list[str] = []
+    for label in labels:
+        value = render(label, contexts) if "${{" in label else label
+        if isinstance(value, list):
+            rendered.extend(to_string(item) for item in value)
+        elif value not in (None, ""):
+            rendered.append(to_string(value))
+    return rendered
+
+
+def queue_job(job_id: int, *, reason: str, **fields: Any) -> bool:
     """Move a pending job to queued and, once that commits, tell the workers."""
-    if not move_job(job_id, State.QUEUED, from_states={State.PENDING}, reason=reason):
+    if not move_job(job_id, State.QUEUED, from_states={State.PENDING}, reason=reason, **fields):
         return False
     notify_workers(job_id)
     return True

@@ -278,3 +278,20 @@ def test_the_run_is_running_while_a_job_runs(repository):
     run.refresh_from_db()
     assert run.state == State.RUNNING
     assert run.started_at is not None
+
+
+def test_runs_on_expressions_are_evaluated_when_the_job_is_queued(repository):
+    source = """\
+on: push
+jobs:
+  test:
+    runs-on: ${{ matrix.os }}
+    strategy:
+      matrix:
+        os: [linux, gpu-box]
+    steps: [{run: test}]
+"""
+    run = start_run(repository, source)
+    jobs = jobs_of(run)
+    assert jobs["test-linux"].runs_on == ["linux"]
+    assert jobs["test-gpu-box"].runs_on == ["gpu-box"]
