@@ -138,7 +138,19 @@ def reap_job(lost: LostJob, *, now: datetime) -> bool:
         if job is None or not _why_lost(job, now=now):
             return False
         reason = f"{lost.why} (worker {lost.worker or '?'})"
-        if lost.action == REQUEUED:
+        if job.cancel_requested:
+            # It was being cancelled when its worker vanished: finish the cancel, never re-run it.
+            moved = move_job(
+                job.id,
+                State.CANCELLED,
+                from_states={State.RUNNING},
+                token=lost.token,
+                reason=f"{reason}; cancel requested",
+                lease_expires_at=None,
+            )
+            if moved:
+                advance_run(job.run_id)
+        elif lost.action == REQUEUED:
             moved = move_job(
                 job.id,
                 State.QUEUED,

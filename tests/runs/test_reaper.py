@@ -224,3 +224,11 @@ def test_the_beat_task_reaps_and_is_scheduled(repository, settings):
     app.finalize()
     [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == task.name]
     assert entry["schedule"] == settings.CICD_REAP_LEASES_SECONDS
+
+
+def test_a_job_being_cancelled_when_its_worker_vanished_ends_cancelled_not_requeued(repository):
+    run = start_run(repository, WORKFLOW)
+    job, _ = claimed(run)
+    Job.objects.filter(id=job.id).update(cancel_requested=True)
+    assert reap_expired_leases(now=job.lease_expires_at + timedelta(seconds=1)) == [job.id]
+    assert states(run) == {"build": State.CANCELLED, "deploy": State.SKIPPED}
