@@ -544,8 +544,10 @@ class StepOutput:
             state.parts.append(tail)
             state.nbytes += len(tail.encode("utf-8"))
         if final:
-            if state.parts or state.pieces:
-                self._finish_line(stream, state, "".join(state.parts), now, events)
+            rest = "".join(state.parts)
+            # A stream that ends in a bare "\r" (a progress bar's last redraw) has no line left.
+            if rest not in ("", "\r") or state.pieces:
+                self._finish_line(stream, state, rest, now, events)
         elif state.nbytes > self._max_line_bytes + 4 * self._hold():
             # Only cut once a full piece fits in front of the held-back tail (4 bytes per
             # character at most), so pieces come out full-sized even when fed byte by byte.
