@@ -28,8 +28,8 @@ from runs.claims import claim_job, claim_next, heartbeat
 from runs.control import cancel_requested
 from runs.dispatch import notify_workers
 from runs.models import Job, LogChunk, Step
-from runs.scheduling import finish_job, run_contexts, workflow_of
-from runs.states import FINAL_STATES, State, worst
+from runs.scheduling import finish_job, need_context, run_contexts, workflow_of
+from runs.states import FINAL_STATES, State
 from runs.vault import secrets_for
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _spec_for(job: Job) -> JobSpec:
     needs = {}
     for need in job.needs:
         instances = list(Job.objects.filter(run=run, attempt=job.attempt, workflow_job_id=need))
-        needs[need] = {"result": _result_of(instances), "outputs": _outputs_of(instances)}
+        needs[need] = need_context(instances)
     strategy = definition.strategy
     contexts = run_contexts(run) | {
         "needs": needs,
@@ -141,18 +141,6 @@ def _spec_for(job: Job) -> JobSpec:
         checkout=CheckoutSource(run.repository.clone_url, run.sha, run.ref),
         display_name=job.name,
     )
-
-
-def _result_of(jobs: list[Job]) -> str:
-    conclusion = worst(job.state for job in jobs)
-    return "failure" if conclusion == State.TIMED_OUT else str(conclusion)
-
-
-def _outputs_of(jobs: list[Job]) -> dict:
-    outputs: dict = {}
-    for job in jobs:
-        outputs.update(job.outputs or {})
-    return outputs
 
 
 class _LeaseKeeper:

@@ -188,7 +188,7 @@ def _slot_free(job: Job, siblings: list[Job], workflow: Workflow) -> bool:
 
 def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]]) -> bool:
     definition = workflow.jobs[job.workflow_job_id]
-    needs = {need: _need_context(jobs[need]) for need in job.needs}
+    needs = {need: need_context(jobs[need]) for need in job.needs}
     results = [context["result"] for context in needs.values()]
     status = _status(run, results)
     condition = definition.if_condition
@@ -257,7 +257,7 @@ def _skip_reason(condition: str | None, status: str) -> str:
     return f"if: {condition} was false"
 
 
-def _need_context(instances: list[Job]) -> dict[str, Any]:
+def need_context(instances: list[Job]) -> dict[str, Any]:
     """`needs.<id>`: GitHub's result of a (matrix) job and its outputs (later instances win)."""
     conclusion = worst(job.state for job in instances)
     result = {State.TIMED_OUT: "failure"}.get(conclusion, str(conclusion))
