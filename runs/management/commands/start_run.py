@@ -1,30 +1,33 @@
-"""Start a run of a workflow file at a commit of a local repository, by hand.
+"""Start a run of a workflow file at a commit of a repository, by hand.
 
     cicd manage start_run acme/widgets --clone-url /srv/git/widgets.git \
         --workflow .cicd/workflows/ci.yml --ref refs/heads/main
 
-Useful before webhooks are set up, and for scripts; the repository (and its organisation) is
-created on first use when --clone-url is given.
+Useful before webhooks are set up, and for scripts. The workflow is read from the server's bare
+mirror at that commit (fetched first); the repository (and its organisation) is created on first
+use when --clone-url is given.
 """
 
 from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from runs.mirror import MirrorError, fetch, workflow_files
 from runs.models import Organisation, Repository
 from runs.scheduling import RunRequest, create_run
 
 
 class Command(BaseCommand):
-    help = "Start a run of a workflow file at a commit of a local git repository."
+    help = "Start a run of a workflow file at a commit of a git repository."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("repository", help="organisation/repository")
-        parser.add_argument("--clone-url", help="local path of the git repository")
+        parser.add_argument("--clone-url", help="git URL or local path of the repository")
         parser.add_argument("--workflow", required=True, help="path of the workflow file")
         parser.add_argument("--ref", default="refs/heads/main")
         parser.add_argument("--sha", help="commit (default: the tip of --ref)")
@@ -33,8 +36,16 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         repository = self._repository(options["repository"], options["clone_url"])
-        sha = options["sha"] or self._git(repository, "rev-parse", f"{options['ref']}^{{commit}}")
-        source = self._git(repository, "show", f"{sha}:{options['workflow']}")
+        try:
+            mirror = fetch(repository, want=options["sha"])
+            sha = options["sha"] or self._resolve(mirror, options["ref"])
+            files = workflow_files(mirror, sha)
+        except MirrorError as error:
+            raise CommandError(str(error)) from None
+        if options["workflow"] not in files:
+            found = ", ".join(files) or "none"
+            raise CommandError(f"no workflow {options['workflow']} at {sha[:12]} (found: {found})")
+        source = files[options["workflow"]]
         inputs = {}
         for item in options["input"]:
             name, equals, value = item.partition("=")
@@ -74,11 +85,12 @@ class Command(BaseCommand):
             organisation=organisation, slug=repo_slug, clone_url=clone_url
         )
 
-    def _git(self, repository: Repository, *args: str) -> str:
+    def _resolve(self, mirror: Path, ref: str) -> str:
         result = subprocess.run(
-            ["git", "-C", repository.clone_url, *args], capture_output=True, text=True
+            ["git", "-C", str(mirror), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
-            reason = result.stderr.strip().splitlines()[-1:] or ["git failed"]
-            raise CommandError(f"git {' '.join(args)} in {repository.clone_url}: {reason[0]}")
-        return result.stdout.strip() if args[0] == "rev-parse" else result.stdout
+            raise CommandError(f"ref {ref} is not in the repository")
+        return result.stdout.strip()
