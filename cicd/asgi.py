@@ -7,6 +7,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cicd.settings")
+# Under ASGI each request runs its sync view in a thread of its own, so a connection kept open
+# for reuse is never reused: it lingers until its thread is collected, and a burst of webhooks
+# then runs PostgreSQL out of connections (seen: 500s). The web process closes them instead.
+os.environ.setdefault("CICD_DB_CONN_MAX_AGE", "0")
 
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()

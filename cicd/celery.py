@@ -32,3 +32,15 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         # A reaper message that waited longer than one period is stale: the next one is due.
         expires=settings.CICD_REAP_LEASES_SECONDS,
     )
+    sender.add_periodic_task(
+        settings.CICD_WEBHOOK_RETRY_SECONDS,
+        sender.signature("webhooks.tasks.retry_unfinished_deliveries"),
+        name="finish webhook deliveries whose processing never ended",
+        expires=settings.CICD_WEBHOOK_RETRY_SECONDS,
+    )
+    sender.add_periodic_task(
+        settings.CICD_SCHEDULE_TICK_SECONDS,
+        sender.signature("webhooks.tasks.fire_schedules"),
+        name="start scheduled runs",
+        expires=settings.CICD_SCHEDULE_TICK_SECONDS,
+    )

@@ -1,7 +1,9 @@
 """The `cicd` command.
 
-`cicd validate` is pure (no settings, no database) so that it works in any checkout; the other
-subcommands set Django up first and report configuration errors in one line, not a traceback.
+`cicd validate` is pure (no settings, no database) so that it works in any checkout; so are the
+API client commands of `cicd.client` (login, runs, run, logs, cancel, rerun, dispatch). The
+server-side subcommands set Django up first and report configuration errors in one line, not a
+traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from cicd import client
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -26,8 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "validate":
         return validate_command(args.paths, matrix_cap=args.matrix_cap)
+    if args.command == "exec":
+        from cicd import exec_command
+
+        return exec_command.main(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command in client.COMMANDS:
+        return client.main(args)
     parser.print_help()
     return EXIT_USAGE
 
@@ -48,6 +58,10 @@ def _build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--matrix-cap", type=int, default=256, help="largest matrix allowed")
 
+    from cicd import exec_command  # only its arguments: the runner is imported when it runs
+
+    exec_command.add_parser(commands)
+
     serve = commands.add_parser(
         "serve", help="run the web server, a scheduler and workers in the foreground"
     )
@@ -58,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("manage", help="run a Django management command (cicd manage migrate)")
+
+    client.add_parsers(commands)  # login, runs, run, logs, cancel, rerun, dispatch
     return parser
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.urls import path
 
 from cicd.consumers import HealthConsumer
+from runs.consumers import LiveConsumer
 
 websocket_urlpatterns = [
     path("ws/health/", HealthConsumer.as_asgi()),
+    path("ws/live/", LiveConsumer.as_asgi()),
 ]

@@ -146,7 +146,11 @@ def _database(data_dir: Path) -> dict:
             "use sqlite:///path/to/file.sqlite3 or postgres://user@host:port/name"
         )
     try:
-        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        config = dj_database_url.parse(
+            url,
+            conn_max_age=env_int("CICD_DB_CONN_MAX_AGE", 60, minimum=0),
+            conn_health_checks=True,
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from exc
     if config["ENGINE"] == "django.db.backends.sqlite3":
@@ -161,6 +165,9 @@ def _database(data_dir: Path) -> dict:
             "timeout": 20,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+        # Tests use a file as well: Django's default in-memory test database shares one cache
+        # between threads, whose table locks fail a writer at once instead of making it wait.
+        config["TEST"] = {"NAME": str(data_dir / "test.sqlite3")}
     config.setdefault("TEST", {})
     return config
 
@@ -248,6 +255,37 @@ CICD_WORKER_LABELS = _worker_labels()
 CICD_MATRIX_CAP = env_int("CICD_MATRIX_CAP", 256, minimum=1)
 CICD_WORKFLOW_MAX_BYTES = env_int("CICD_WORKFLOW_MAX_BYTES", 512 * 1024, minimum=1024)
 
+# Triggers (SPEC 6). Webhook bodies over CICD_WEBHOOK_MAX_MB are refused (413) before parsing.
+# Each repository may deliver CICD_WEBHOOK_RATE webhooks per second on average and
+# CICD_WEBHOOK_BURST at once (a token bucket, in Redis when REDIS_URL is set, else in the
+# database); beyond that 429 with Retry-After. A rate of 0 turns the limit off.
+CICD_WEBHOOK_MAX_MB = env_float("CICD_WEBHOOK_MAX_MB", 25.0, minimum=0.001)
+CICD_WEBHOOK_RATE = env_float("CICD_WEBHOOK_RATE", 20.0, minimum=0.0)
+CICD_WEBHOOK_BURST = env_int("CICD_WEBHOOK_BURST", 200, minimum=1)
+# A stored delivery not processed after this long (its Celery message lost, or processing
+# failed) is processed again by the periodic sweeper, at most CICD_WEBHOOK_MAX_ATTEMPTS times.
+CICD_WEBHOOK_RETRY_SECONDS = env_float("CICD_WEBHOOK_RETRY_SECONDS", 60.0, minimum=1.0)
+CICD_WEBHOOK_MAX_ATTEMPTS = env_int("CICD_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)
+# `on.schedule`: the scheduler looks every CICD_SCHEDULE_TICK_SECONDS at the minutes since its
+# previous look (at most CICD_SCHEDULE_CATCHUP_MINUTES back, so a stopped server does not
+# start a day of missed runs when it comes back).
+CICD_SCHEDULE_TICK_SECONDS = env_float("CICD_SCHEDULE_TICK_SECONDS", 15.0, minimum=1.0)
+CICD_SCHEDULE_CATCHUP_MINUTES = env_int("CICD_SCHEDULE_CATCHUP_MINUTES", 5, minimum=1)
+
+# Artifacts (SPEC 8): an upload larger than CICD_ARTIFACT_MAX_MB (its files, before compression)
+# fails its step; artifacts are kept CICD_ARTIFACT_RETENTION_DAYS unless the step asks for
+# `retention-days`, which is capped at CICD_ARTIFACT_MAX_RETENTION_DAYS.
+CICD_ARTIFACT_MAX_MB = env_float("CICD_ARTIFACT_MAX_MB", 1024.0, minimum=0.001)
+CICD_ARTIFACT_RETENTION_DAYS = env_int("CICD_ARTIFACT_RETENTION_DAYS", 30, minimum=1)
+CICD_ARTIFACT_MAX_RETENTION_DAYS = env_int("CICD_ARTIFACT_MAX_RETENTION_DAYS", 90, minimum=1)
+if CICD_ARTIFACT_RETENTION_DAYS > CICD_ARTIFACT_MAX_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        f"CICD_ARTIFACT_RETENTION_DAYS={CICD_ARTIFACT_RETENTION_DAYS} is over "
+        f"CICD_ARTIFACT_MAX_RETENTION_DAYS={CICD_ARTIFACT_MAX_RETENTION_DAYS}"
+    )
+# Content-addressed blobs (artifact archives), through Django's storage API (runs.storage).
+CICD_BLOB_DIR = CICD_DATA_DIR / "blobs"
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -262,6 +300,7 @@ INSTALLED_APPS = [
     "pipelines",
     "runs",
     "runners",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -315,11 +354,18 @@ STORAGES = {
     # Plain storage, not the manifest one: the embedded default must serve without a
     # collectstatic step having run; whitenoise finds files in the app folders (autorefresh).
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Where runs.storage keeps blobs; another backend (S3 through django-storages) fits here.
+    "blobs": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(CICD_BLOB_DIR)},
+    },
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 if REDIS_URL:
     CACHES = {

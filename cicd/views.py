@@ -7,11 +7,18 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from cicd import health
+from runs.views import repositories_with_latest_run
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html", {"health": health.check()})
+    """The repositories the visitor may read (public ones for anonymous visitors), each with its
+    latest run, and whether the server's parts answer."""
+    return render(
+        request,
+        "home.html",
+        {"health": health.check(), "repositories": repositories_with_latest_run(request.user)},
+    )
 
 
 @require_GET

@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeAlias, TypeVar
@@ -44,6 +44,8 @@ __all__ = [
     "parse_condition",
     "referenced_contexts",
     "render",
+    "render_deep",
+    "render_labels",
     "to_string",
     "uses_status_function",
 ]
@@ -1117,3 +1119,28 @@ def render(
         cursor = found.end
     pieces.append(template[cursor:])
     return "".join(pieces)
+
+
+def render_deep(value: Any, contexts: Mapping[str, Any]) -> Any:
+    """Evaluate every `${{ }}` inside a structure (a matrix written with expressions in some of
+    its parts): strings are rendered, mappings and lists walked, other values kept."""
+    if isinstance(value, str):
+        return render(value, contexts) if "${{" in value else value
+    if isinstance(value, Mapping):
+        return {key: render_deep(item, contexts) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_deep(item, contexts) for item in value]
+    return value
+
+
+def render_labels(labels: Sequence[str], contexts: Mapping[str, Any]) -> list[str]:
+    """The final `runs-on` labels: each may be an expression (`${{ matrix.os }}`) or yield a
+    whole list (`${{ fromJSON(...) }}`); empty results are dropped."""
+    rendered: list[str] = []
+    for label in labels:
+        value = render(label, contexts) if "${{" in label else label
+        if isinstance(value, list):
+            rendered.extend(to_string(item) for item in value)
+        elif value not in (None, ""):
+            rendered.append(to_string(value))
+    return rendered

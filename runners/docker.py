@@ -38,9 +38,9 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -48,6 +48,13 @@ from docker.types import Healthcheck
 from docker.utils import parse_repository_tag
 from docker.utils.socket import STDERR, frames_iter
 
+from runners.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    IterReader,
+    extract_keeping_links,
+    spool_checked,
+)
 from runners.checkout import prepare_checkout
 from runners.events import FAILURE, CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
@@ -350,6 +357,41 @@ class DockerBackend:
                     tar.add(tree, arcname=arcname, filter=as_root)
                 archive.seek(0)
                 self.api.put_archive(container, "/", archive)
+
+    @contextlib.contextmanager
+    def workspace_view(self, roots: Sequence[str]) -> Iterator[Path]:
+        """A host copy of the workspace paths `roots` (the only ones an upload looks under),
+        symbolic links kept as links: the selection judges where they lead."""
+        container = self._require_container()
+        self._flush()
+        with tempfile.TemporaryDirectory(prefix="cicd-artifact-") as host_dir:
+            root = Path(host_dir) / posixpath.basename(WORKSPACE)
+            for relative in roots:
+                source = posixpath.join(WORKSPACE, relative) if relative else WORKSPACE
+                try:
+                    stream, _ = self.api.get_archive(container, source)
+                except NotFound:
+                    continue
+                parent = (root / relative).parent if relative else Path(host_dir)
+                parent.mkdir(parents=True, exist_ok=True)
+                extract_keeping_links(IterReader(stream), parent)  # type: ignore[arg-type]
+            root.mkdir(exist_ok=True)
+            yield root
+
+    def extract_archive(self, archive: BinaryIO, target: str) -> tuple[int, int]:
+        """Unpack a stored artifact into `target` (a path in the container), through the
+        engine: whatever the job did to its file system, nothing lands on the host."""
+        container = self._require_container()
+        self._flush()
+        self._read_cache.clear()
+        code, output = self._run_quick(["mkdir", "-p", "--", target])
+        if code != 0:
+            reason = output.decode("utf-8", "replace").strip() or f"exit code {code}"
+            raise ArtifactError(f"cannot create {target}: {_trim(reason)}")
+        with tempfile.TemporaryFile(prefix="cicd-artifact-") as spool:
+            counts = spool_checked(archive, spool)
+            self.api.put_archive(container, target, spool)
+        return counts
 
     def close(self) -> None:
         """Remove what this job created, whatever happened; NotFound is fine.
@@ -849,6 +891,7 @@ def run_docker_job(
     grace_seconds: float = 10.0,
     allow_privileged: bool = False,
     step_output_cap: int = DEFAULT_CAP_BYTES,
+    artifacts: ArtifactStore | None = None,
 ) -> JobResult:
     """Run one job on the Docker executor and return its result (the sink saw everything)."""
     cancel = cancel or CancelToken()
@@ -869,7 +912,9 @@ def run_docker_job(
         result = JobResult(conclusion=FAILURE, error=message)
         sink.job_finished(result)
         return result
-    driver = JobDriver(spec, backend, sink, cancel=cancel, step_output_cap=step_output_cap)
+    driver = JobDriver(
+        spec, backend, sink, cancel=cancel, step_output_cap=step_output_cap, artifacts=artifacts
+    )
     return driver.run()
 
 

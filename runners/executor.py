@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners.artifacts import ArtifactStore
 from runners.events import CancelToken, EventSink, JobResult
 from runners.spec import JobSpec, ResourceLimits
 
@@ -76,6 +77,7 @@ def run_job(
     *,
     cancel: CancelToken | None = None,
     executor: str | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> JobResult:
     """Run one job to the end on the chosen executor; the sink sees every event."""
     chosen = executor or choose_executor(config)
@@ -92,6 +94,7 @@ def run_job(
             grace_seconds=config.grace_seconds,
             allow_privileged=config.allow_privileged,
             step_output_cap=config.step_output_cap,
+            artifacts=artifacts,
         )
     from runners.local import run_local_job
 
@@ -102,4 +105,5 @@ def run_job(
         work_root=config.work_dir,
         grace_seconds=config.grace_seconds,
         step_output_cap=config.step_output_cap,
+        artifacts=artifacts,
     )

@@ -15,12 +15,15 @@ import logging
 import random
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 from pipelines.errors import ExpressionError
 from pipelines.expressions import EvalOptions, evaluate_condition, render, to_string
+from runners.artifacts import ArtifactError, ArtifactStore, run_download, run_upload
 from runners.composite import (
     MAX_ACTION_DEPTH,
     LocalActionError,
@@ -62,6 +65,7 @@ SHELLS = {
     "powershell": "pwsh -command . '{0}'",
 }
 SCRIPT_SUFFIX = {"python": ".py", "pwsh": ".ps1", "powershell": ".ps1"}
+ARTIFACT_ACTIONS = ("actions/upload-artifact", "actions/download-artifact")
 
 
 class JobSetupError(Exception):
@@ -100,6 +104,12 @@ class Backend(Protocol):
     def has_command(self, name: str) -> bool: ...
 
     def checkout(self, source: CheckoutSource, subdir: str, *, fetch_depth: int = 1) -> None: ...
+
+    # For the artifact actions: a host directory showing the workspace (at least the given
+    # workspace-relative paths), and unpacking a stored artifact into a directory of the job.
+    def workspace_view(self, roots: Sequence[str]) -> AbstractContextManager[Path]: ...
+
+    def extract_archive(self, archive: BinaryIO, target: str) -> tuple[int, int]: ...
 
     def close(self) -> None: ...
 
@@ -142,6 +152,8 @@ class JobDriver:
     cancel: CancelToken = field(default_factory=CancelToken)
     step_output_cap: int = 10 * 1024 * 1024
     clock: Callable[[], float] = time.time
+    # Where upload-artifact puts and download-artifact finds artifacts; None: steps using them fail.
+    artifacts: ArtifactStore | None = None
 
     def run(self) -> JobResult:
         spec = self.spec
@@ -337,9 +349,13 @@ class JobDriver:
             return self._checkout(step, contexts)
         if is_local_action(step.uses):
             return self._run_local_action(step, state, contexts, job_deadline)
+        action = (step.uses or "").split("@", 1)[0].lower()
+        if action in ARTIFACT_ACTIONS:
+            return self._artifact_step(step, contexts, action)
         message = (
-            f"'{step.uses}' is not available on this server yet: "
-            "only actions/checkout and local composite actions (./path) run in this version"
+            f"'{step.uses}' is not available on this server yet: only actions/checkout, "
+            "upload-artifact, download-artifact and local composite actions (./path) run in "
+            "this version"
         )
         self._system_line(step.index, f"Error: {message}")
         return FAILURE, None, message, {}, ""
@@ -365,6 +381,26 @@ class JobDriver:
         self._system_line(step.index, f"Checking out {shown} into {subdir or 'the workspace'}")
         self.backend.checkout(source, subdir, fetch_depth=int(depth))
         return SUCCESS, 0, "", {}, ""
+
+    def _artifact_step(
+        self, step: StepSpec, contexts: dict[str, Any], action: str
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        """actions/upload-artifact and actions/download-artifact (runners.artifacts)."""
+        with_args = {k: self._render_value(v, contexts) for k, v in step.with_args.items()}
+        try:
+            if self.artifacts is None or not hasattr(self.backend, "workspace_view"):
+                raise ArtifactError(f"{action} is not available where this job runs")
+            run = run_upload if action == "actions/upload-artifact" else run_download
+            outputs = run(
+                self.backend,  # type: ignore[arg-type]
+                self.artifacts,
+                with_args,
+                lambda text: self._system_line(step.index, text),
+            )
+        except ArtifactError as error:
+            self._system_line(step.index, f"Error: {error}")
+            return FAILURE, None, str(error), {}, ""
+        return SUCCESS, 0, "", outputs, ""
 
     # ---------------------------------------------------------------- local composite actions
 

@@ -34,9 +34,11 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+from runners.artifacts import ArtifactError, ArtifactStore, safe_extract
 from runners.checkout import prepare_checkout
 from runners.events import CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
@@ -255,6 +257,18 @@ class LocalBackend:
                 raise JobSetupError(f"checkout path {subdir!r} is outside the workspace")
         prepare_checkout(source, dest, fetch_depth=fetch_depth)
 
+    @contextlib.contextmanager
+    def workspace_view(self, roots: Sequence[str]) -> Iterator[Path]:
+        yield Path(self.workspace)  # the steps' own files, read in place
+
+    def extract_archive(self, archive: BinaryIO, target: str) -> tuple[int, int]:
+        # The executor writes as the worker, outside any sandbox: only into the job's directory,
+        # and not through a link a step placed there.
+        dest = Path(target).resolve()
+        if not dest.is_relative_to(self.job_dir):
+            raise ArtifactError(f"download path {target!r} is outside this job's directory")
+        return safe_extract(archive, dest)
+
     def close(self) -> None:
         for pgid in sorted(self._groups):
             _kill_group(pgid, signal.SIGKILL)
@@ -404,6 +418,7 @@ def run_local_job(
     grace_seconds: float = 10.0,
     use_bwrap: bool | None = None,
     step_output_cap: int = DEFAULT_CAP_BYTES,
+    artifacts: ArtifactStore | None = None,
 ) -> JobResult:
     """Run one job on the local executor and return its result (the sink saw everything)."""
     backend = LocalBackend(spec, work_root, grace_seconds=grace_seconds, use_bwrap=use_bwrap)
@@ -413,6 +428,7 @@ def run_local_job(
         sink,
         cancel=cancel or CancelToken(),
         step_output_cap=step_output_cap,
+        artifacts=artifacts,
     )
     return driver.run()
 

@@ -22,11 +22,14 @@ from django.db import transaction
 from runners.events import CancelToken, JobResult, StepResult
 from runners.executor import RunnerConfig, run_job
 from runners.from_workflow import ServiceOptionsError, job_spec_for
-from runners.logs import LogEvent, LogLine
-from runners.spec import CheckoutSource, JobSpec
+from runners.logs import Annotation, GroupEnd, GroupStart, LogEvent, LogLine
+from runners.spec import JobSpec
+from runs import live
+from runs.artifacts import DatabaseArtifactStore
 from runs.claims import claim_job, claim_next, heartbeat
 from runs.control import cancel_requested
 from runs.dispatch import notify_workers
+from runs.mirror import MirrorError, checkout_source
 from runs.models import Job, LogChunk, Step
 from runs.scheduling import finish_job, need_context, run_contexts, workflow_of
 from runs.states import FINAL_STATES, State
@@ -36,6 +39,14 @@ log = logging.getLogger(__name__)
 
 LOG_FLUSH_LINES = 200
 LOG_FLUSH_SECONDS = 0.25
+# Lines per stored chunk at most, so a reader (a live viewer, the API) holds a bounded amount in
+# memory per chunk however much a step printed at once.
+LOG_CHUNK_MAX_LINES = 1000
+# Viewers are woken at most this often per job for new lines (a wake-up costs a channel-layer
+# round trip, and a step printing fast flushes hundreds of times a second); one held back is
+# sent by the next flush, at most LOG_FLUSH_SECONDS later.
+LOG_NOTIFY_SECONDS = 0.05
+ANNOTATION_PROPERTIES = ("file", "line", "end_line", "column", "end_column", "title")
 
 
 class StaleToken(Exception):
@@ -82,23 +93,32 @@ def run_claimed_job(
     config = config or RunnerConfig.from_settings(settings)
     job = Job.objects.select_related("run__repository__organisation").get(id=job_id)
     sink = DatabaseSink(job_id=job_id, token=token)
-    try:
-        spec = _spec_for(job)
-    except ServiceOptionsError as error:
-        finish_job(job_id, State.FAILURE, token=token, error=str(error), worker=worker)
-        return State.FAILURE
-
     cancel = CancelToken()
     keeper = _LeaseKeeper(job_id, token, cancel)
+    # Started before the spec is built: fetching the commit into the mirror can outlast a lease.
     keeper.start()
     try:
-        result = run_job(spec, sink, config, cancel=cancel)
+        spec = _spec_for(job)
+    except (ServiceOptionsError, MirrorError) as error:
+        keeper.stop()
+        finish_job(job_id, State.FAILURE, token=token, error=str(error), worker=worker)
+        return State.FAILURE
+    except BaseException:
+        keeper.stop()
+        raise
+    flusher = _LogFlusher(sink, cancel)
+    flusher.start()
+    try:
+        artifacts = DatabaseArtifactStore(job_id, token)
+        result = run_job(spec, sink, config, cancel=cancel, artifacts=artifacts)
+        flusher.stop()
         sink.flush()
     except StaleToken:
         # Another worker holds the job now (our lease expired): stop quietly, write nothing.
         log.warning("job %s: lease lost by %s; its results are discarded", job_id, worker)
         return State.CANCELLED
     finally:
+        flusher.stop()
         keeper.stop()
     conclusion = _conclusion(result, cancel)
     if not finish_job(
@@ -123,7 +143,9 @@ def _spec_for(job: Job) -> JobSpec:
         instances = list(Job.objects.filter(run=run, attempt=job.attempt, workflow_job_id=need))
         needs[need] = need_context(instances)
     strategy = definition.strategy
-    contexts = run_contexts(run) | {
+    contexts = run_contexts(run)
+    contexts["github"]["job"] = job.workflow_job_id
+    contexts |= {
         "needs": needs,
         "strategy": {
             "fail-fast": strategy.fail_fast if strategy else True,
@@ -137,8 +159,9 @@ def _spec_for(job: Job) -> JobSpec:
         run_id=str(run.id),
         matrix=job.matrix,
         contexts=contexts,
-        secrets=secrets_for(run.repository),
-        checkout=CheckoutSource(run.repository.clone_url, run.sha, run.ref),
+        # A fork's pull request runs code nobody here reviewed: it gets no secrets.
+        secrets={} if run.from_fork else secrets_for(run.repository),
+        checkout=checkout_source(run.repository, run.sha, run.ref),
         display_name=job.name,
     )
 
@@ -182,9 +205,57 @@ class _LeaseKeeper:
             connection.close()  # this thread's own connection
 
 
+class _LogFlusher:
+    """Flushes the sink's buffered lines every LOG_FLUSH_SECONDS while the job runs.
+
+    The sink flushes on its own only when the next line arrives or a step ends, so without this a
+    step that prints one line and then sleeps would keep that line from its viewers until it
+    wakes. A refused write (the job was re-claimed or ended) ends the loop and cancels the
+    executor, as a refused heartbeat does; the executor's next write then raises StaleToken in
+    the job's own thread, which discards the job quietly.
+    """
+
+    def __init__(self, sink: DatabaseSink, cancel: CancelToken) -> None:
+        self.sink, self.cancel = sink, cancel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"log-flush-{sink.job_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(LOG_FLUSH_SECONDS):
+                self.sink.flush()
+        except StaleToken:
+            self.cancel.cancel("the job is no longer held by this worker")
+        except Exception:
+            # The executor's own flushes (step end, job end) still store the lines; losing the
+            # timer only costs latency, so it must not take the job down.
+            log.exception("job %s: the log flusher stopped", self.sink.job_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+
 @dataclass
 class DatabaseSink:
-    """The EventSink that stores a running job's events, each write fenced by the lease token."""
+    """The EventSink that stores a running job's events, each write fenced by the lease token.
+
+    Every event becomes one stored line `[timestamp, stream, text]`, in one ordered stream per
+    job: output lines with their stream (stdout, stderr, system); `::group::` as stream "group"
+    (text: the title) and `::endgroup::` as "endgroup" (text ""); annotations as "error",
+    "warning" or "notice" (text: the message) with a fourth element holding the properties that
+    were given (file, line, end_line, column, end_column, title).
+    """
 
     job_id: int
     token: str
@@ -192,6 +263,11 @@ class DatabaseSink:
     _pending_lines: int = 0
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held from taking the pending lines until they are stored, so that two flushes (the
+    # executor's and the flusher thread's) store their lines in the order they were taken.
+    _flush_lock: threading.Lock = field(default_factory=threading.Lock)
+    _notified_at: float = 0.0
+    _notify_owed: bool = False
 
     def job_started(self) -> None:
         self._check()
@@ -204,13 +280,10 @@ class DatabaseSink:
                 index=index,
                 defaults={"name": name[:500], "state": State.RUNNING, "started_at": _now()},
             )
+            live.notify_job(self.job_id)
 
     def log(self, index: int | None, events: Sequence[LogEvent]) -> None:
-        lines = [
-            [event.timestamp, event.stream, event.text]
-            for event in events
-            if isinstance(event, LogLine)
-        ]
+        lines = _stored_lines(events)
         if not lines:
             return
         with self._lock:
@@ -244,32 +317,68 @@ class DatabaseSink:
                     "finished_at": _timestamp(result.finished_at) or _now(),
                 },
             )
+            live.notify_job(self.job_id)
 
     def job_finished(self, result: JobResult) -> None:
         self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._pending_lines = 0
-            self._last_flush = time.monotonic()
-        if not pending:
-            return
+        with self._flush_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._pending_lines = 0
+                self._last_flush = time.monotonic()
+            if not pending:
+                if self._notify_owed:
+                    self._notify_viewers()
+                return
+            try:
+                self._store(pending)
+            except StaleToken:
+                raise
+            except Exception:
+                # Keep the lines for the next flush (a database hiccup must not lose them).
+                with self._lock:
+                    self._pending[:0] = pending
+                    self._pending_lines += sum(len(lines) for _, lines in pending)
+                raise
+
+    def _store(self, pending: list[tuple[int | None, list]]) -> None:
         with self._fenced():
-            latest = LogChunk.objects.filter(job_id=self.job_id).order_by("-sequence").first()
-            sequence = latest.sequence + 1 if latest else 0
-            offset = latest.offset + latest.line_count if latest else 0
+            latest = (
+                LogChunk.objects.filter(job_id=self.job_id)
+                .order_by("-sequence")
+                .values_list("sequence", "offset", "line_count")
+                .first()
+            )
+            sequence = latest[0] + 1 if latest else 0
+            offset = latest[1] + latest[2] if latest else 0
+            chunks = []
             for index, lines in pending:
-                LogChunk.objects.create(
-                    job_id=self.job_id,
-                    step_index=index,
-                    sequence=sequence,
-                    offset=offset,
-                    line_count=len(lines),
-                    text="\n".join(json.dumps(line, ensure_ascii=False) for line in lines),
-                )
-                sequence += 1
-                offset += len(lines)
+                for start in range(0, len(lines), LOG_CHUNK_MAX_LINES):
+                    piece = lines[start : start + LOG_CHUNK_MAX_LINES]
+                    chunks.append(
+                        LogChunk(
+                            job_id=self.job_id,
+                            step_index=index,
+                            sequence=sequence,
+                            offset=offset,
+                            line_count=len(piece),
+                            text="\n".join(json.dumps(line, ensure_ascii=False) for line in piece),
+                        )
+                    )
+                    sequence += 1
+                    offset += len(piece)
+            LogChunk.objects.bulk_create(chunks)
+            self._notify_owed = True
+            if time.monotonic() - self._notified_at >= LOG_NOTIFY_SECONDS:
+                self._notify_viewers()
+
+    def _notify_viewers(self) -> None:
+        """Called with `_flush_lock` held; inside a transaction, sent once it commits."""
+        self._notify_owed = False
+        self._notified_at = time.monotonic()
+        live.notify_job(self.job_id)
 
     def _check(self) -> None:
         with self._fenced():
@@ -285,6 +394,34 @@ class DatabaseSink:
             if not held.exists():
                 raise StaleToken(f"job {self.job_id} is no longer held with this token")
             yield
+
+
+def _stored_lines(events: Sequence[LogEvent]) -> list[list]:
+    """The stored form of a batch of events (see DatabaseSink)."""
+    lines: list[list] = []
+    # Structured events carry no time of their own: they follow the command line that made them.
+    timestamp: float | None = None
+    for event in events:
+        if isinstance(event, LogLine):
+            timestamp = event.timestamp
+            lines.append([event.timestamp, event.stream, event.text])
+            continue
+        at = timestamp if timestamp is not None else time.time()
+        if isinstance(event, GroupStart):
+            lines.append([at, "group", event.title])
+        elif isinstance(event, GroupEnd):
+            lines.append([at, "endgroup", ""])
+        elif isinstance(event, Annotation):
+            properties = {
+                name: value
+                for name in ANNOTATION_PROPERTIES
+                if (value := getattr(event, name)) is not None
+            }
+            line = [at, event.level, event.message]
+            if properties:
+                line.append(properties)
+            lines.append(line)
+    return lines
 
 
 def _now() -> datetime:

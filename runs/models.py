@@ -6,6 +6,7 @@ conditional updates; the transition tables keep the history of each change.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -69,6 +70,9 @@ class Run(models.Model):
     sha = models.CharField(max_length=64)
     actor = models.CharField(max_length=200, blank=True)
     inputs = models.JSONField(default=dict, blank=True)
+    # A pull request from another repository (a fork): its code is untrusted, so its jobs get
+    # no secrets and no write access.
+    from_fork = models.BooleanField(default=False)
     event_payload = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(max_length=300, unique=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
@@ -252,3 +256,150 @@ class JobTransition(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class Schedule(models.Model):
+    """An `on.schedule` cron entry of a workflow on the repository's default branch.
+
+    Refreshed whenever the default branch's workflows are read (a push to it, or `sync_schedules`),
+    so the scheduler never has to read git every minute.
+    """
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="schedules")
+    workflow_path = models.CharField(max_length=500)
+    cron = models.CharField(max_length=200)
+    sha = models.CharField(max_length=64, help_text="the default branch commit it was read at")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "workflow_path", "cron"], name="schedule_unique_entry"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository} {self.workflow_path} ({self.cron})"
+
+
+class AuditEntry(models.Model):
+    """Who did what, when, from where: privileged actions and refused attempts."""
+
+    action = models.CharField(max_length=100, help_text="e.g. webhook.bad_signature, run.dispatch")
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
+    )
+    actor = models.CharField(max_length=200, blank=True)
+    remote_address = models.CharField(max_length=100, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API and the CLI. Only a SHA-256 of it is stored: the token is
+    shown once, when it is created. Scopes: read, write (dispatch, cancel, re-run)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="the token's first characters, to tell it")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name} ({self.prefix}...)"
+
+
+class Membership(models.Model):
+    """A user in an organisation. Organisation admins may do everything on all its repositories;
+    other members see only the repositories they have a role on (or public ones)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="memberships"
+    )
+    is_admin = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organisation"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organisation}{' (admin)' if self.is_admin else ''}"
+
+
+class RepositoryRole(models.Model):
+    """What a user may do on one repository: read (see runs and logs), write (also trigger,
+    cancel, re-run), admin (also settings, secrets, approvals)."""
+
+    READ, WRITE, ADMIN = "read", "write", "admin"
+    ROLES = [(READ, "read"), (WRITE, "write"), (ADMIN, "admin")]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="repository_roles"
+    )
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="roles")
+    role = models.CharField(max_length=10, choices=ROLES)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "repository"], name="repository_role_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} on {self.repository}"
+
+
+class Blob(models.Model):
+    """Stored content, named by its SHA-256 (`runs.storage`): identical archives are kept once,
+    however many artifacts (and later caches) point at them."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField(help_text="bytes stored")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.size} bytes)"
+
+
+class Artifact(models.Model):
+    """A named archive uploaded by a job (`actions/upload-artifact`), downloadable by later jobs
+    of the same run and from the run page until it expires. As with GitHub's v4 artifacts a name
+    is uploaded once per run attempt."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    attempt = models.PositiveIntegerField(default=1)
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts"
+    )
+    name = models.CharField(max_length=200)
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="artifacts")
+    size = models.BigIntegerField(help_text="bytes of the files, before compression")
+    file_count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "attempt", "name"], name="artifact_unique_name_per_attempt"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.name}"

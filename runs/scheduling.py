@@ -25,12 +25,15 @@ from pipelines.errors import ExpressionError
 from pipelines.expressions import (
     EvalOptions,
     evaluate_condition,
+    is_truthy,
     parse_condition,
     render,
+    render_deep,
+    render_labels,
     to_string,
 )
 from pipelines.expressions import uses_status_function as _uses_status_function
-from pipelines.matrix import MatrixError, expand, job_display_name
+from pipelines.matrix import MatrixError, expand_with_display_names
 from pipelines.model import Workflow, thaw
 from pipelines.triggers import ref_name
 from runs.dispatch import notify_workers
@@ -54,6 +57,10 @@ class RunRequest:
     actor: str = ""
     inputs: Mapping[str, Any] | None = None
     event_payload: Mapping[str, Any] | None = None
+    from_fork: bool = False
+    # Set when the trigger itself failed (e.g. the commit could not be fetched): the run is
+    # created failed with this reason, so the event is visible rather than lost.
+    error: str = ""
 
 
 def create_run(repository: Repository, request: RunRequest) -> Run:
@@ -65,7 +72,10 @@ def create_run(repository: Repository, request: RunRequest) -> Run:
     existing = Run.objects.filter(idempotency_key=request.idempotency_key).first()
     if existing is not None:
         return existing
-    workflow, problems = _parse(request.source, request.workflow_path)
+    if request.error:
+        workflow, problems = None, request.error
+    else:
+        workflow, problems = _parse(request.source, request.workflow_path)
     try:
         with transaction.atomic():
             # Lock the repository row: run numbers are handed out one at a time per repository.
@@ -83,10 +93,12 @@ def create_run(repository: Repository, request: RunRequest) -> Run:
                 actor=request.actor,
                 inputs=dict(request.inputs or {}),
                 event_payload=dict(request.event_payload or {}),
+                from_fork=request.from_fork,
                 idempotency_key=request.idempotency_key,
             )
             if workflow is None:
-                move_run(run.id, State.FAILURE, reason="invalid workflow", error=problems)
+                reason = "trigger failed" if request.error else "invalid workflow"
+                move_run(run.id, State.FAILURE, reason=reason, error=problems)
             else:
                 _create_jobs(run, workflow)
                 _control().enter_concurrency_group(run, workflow)
@@ -168,7 +180,7 @@ def _advance_once(run: Run, workflow: Workflow) -> bool:
         group = [by_workflow_job[need] for need in job.needs]
         if any(other.state not in FINAL_STATES for members in group for other in members):
             continue
-        if not _slot_free(job, by_workflow_job[job.workflow_job_id], workflow):
+        if not _slot_free(run, job, by_workflow_job, workflow):
             continue
         if _decide(run, workflow, job, by_workflow_job):
             changed = True
@@ -177,13 +189,26 @@ def _advance_once(run: Run, workflow: Workflow) -> bool:
     return changed
 
 
-def _slot_free(job: Job, siblings: list[Job], workflow: Workflow) -> bool:
+def _slot_free(run: Run, job: Job, jobs: Mapping[str, list[Job]], workflow: Workflow) -> bool:
     strategy = workflow.jobs[job.workflow_job_id].strategy
     limit = strategy.max_parallel if strategy else None
+    if isinstance(limit, str):
+        try:
+            limit = int(float(to_string(_render_strategy(run, job, jobs, limit))))
+        except (ExpressionError, ValueError):
+            return True  # a limit that is not a number limits nothing
     if not isinstance(limit, int):
         return True
+    siblings = jobs[job.workflow_job_id]
     busy = sum(1 for s in siblings if s.state in (State.QUEUED, State.RUNNING, State.WAITING))
-    return busy < limit
+    return busy < max(1, limit)
+
+
+def _render_strategy(run: Run, job: Job, jobs: Mapping[str, list[Job]], value: str) -> Any:
+    """`strategy.fail-fast` / `max-parallel` written as expressions: github, inputs, vars and
+    the job's needs are available, as on GitHub."""
+    needs = {need: need_context(jobs.get(need, [])) for need in job.needs}
+    return render(value, run_contexts(run) | {"needs": needs})
 
 
 def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]]) -> bool:
@@ -210,7 +235,7 @@ def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]
     if strategy and strategy.combinations is None and job.key == job.workflow_job_id:
         return _expand_matrix_now(job, strategy.matrix, contexts)
     try:
-        runs_on = _render_labels(definition.runs_on, contexts)
+        runs_on = render_labels(definition.runs_on, contexts)
     except ExpressionError as error:
         return move_job(
             job.id,
@@ -220,19 +245,6 @@ def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]
             error=error.message,
         )
     return queue_job(job.id, reason="needs done", runs_on=runs_on)
-
-
-def _render_labels(labels: tuple[str, ...], contexts: Mapping[str, Any]) -> list[str]:
-    """`runs-on` may use matrix, needs, inputs (`${{ matrix.os }}`, or a whole list from
-    fromJSON): evaluated when the job is ready, so workers route on the final labels."""
-    rendered: list[str] = []
-    for label in labels:
-        value = render(label, contexts) if "${{" in label else label
-        if isinstance(value, list):
-            rendered.extend(to_string(item) for item in value)
-        elif value not in (None, ""):
-            rendered.append(to_string(value))
-    return rendered
 
 
 def queue_job(job_id: int, *, reason: str, **fields: Any) -> bool:
@@ -270,10 +282,10 @@ def need_context(instances: list[Job]) -> dict[str, Any]:
 def _expand_matrix_now(job: Job, matrix_as_written: Any, contexts: dict[str, Any]) -> bool:
     """Turn the placeholder job of an expression matrix into one job per combination."""
     try:
-        matrix = _render_deep(thaw(matrix_as_written), contexts)
+        matrix = render_deep(thaw(matrix_as_written), contexts)
         if not isinstance(matrix, Mapping):
             raise MatrixError(f"the matrix expression gave {type(matrix).__name__}, not a mapping")
-        combinations = expand(matrix)
+        combinations = expand_with_display_names(matrix, job.name)
         if len(combinations) > settings.CICD_MATRIX_CAP:
             raise MatrixError(
                 f"expands to {len(combinations)} combinations, "
@@ -285,36 +297,25 @@ def _expand_matrix_now(job: Job, matrix_as_written: Any, contexts: dict[str, Any
             job.id, State.FAILURE, from_states={State.PENDING}, reason="matrix", error=message
         )
     with transaction.atomic():
-        first, *rest = combinations
+        (first, first_name), *rest = combinations
         claimed = Job.objects.filter(id=job.id, state=State.PENDING, key=job.key).update(
-            key=f"{job.key}-1", name=job_display_name(job.name, first), matrix=first
+            key=f"{job.key}-1", name=first_name, matrix=first
         )
         if claimed != 1:
             return False  # another process expanded it
-        for number, combination in enumerate(rest, start=2):
+        for number, (combination, name) in enumerate(rest, start=2):
             Job.objects.create(
                 run_id=job.run_id,
                 attempt=job.attempt,
                 workflow_job_id=job.workflow_job_id,
                 key=f"{job.key}-{number}",
-                name=job_display_name(job.name, combination),
+                name=name,
                 matrix=combination,
                 needs=job.needs,
                 runs_on=job.runs_on,
                 priority=job.priority,
             )
     return True
-
-
-def _render_deep(value: Any, contexts: Mapping[str, Any]) -> Any:
-    """Evaluate every `${{ }}` in a matrix written with expressions in some of its parts."""
-    if isinstance(value, str):
-        return render(value, contexts) if "${{" in value else value
-    if isinstance(value, Mapping):
-        return {key: _render_deep(item, contexts) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_render_deep(item, contexts) for item in value]
-    return value
 
 
 def _roll_up(run: Run) -> None:
@@ -345,7 +346,15 @@ def run_contexts(run: Run) -> dict[str, Any]:
         "workflow": run.workflow_name,
         "event": run.event_payload,
         "ref_type": "tag" if run.ref.startswith("refs/tags/") else "branch",
+        "head_ref": "",
+        "base_ref": "",
     }
+    pull_request = (run.event_payload or {}).get("pull_request")
+    if run.event == "pull_request" and isinstance(pull_request, dict):
+        for side in ("head", "base"):
+            branch = pull_request.get(side)
+            if isinstance(branch, dict) and isinstance(branch.get("ref"), str):
+                github[f"{side}_ref"] = ref_name(branch["ref"])
     return {"github": github, "inputs": dict(run.inputs), "vars": {}}
 
 
@@ -389,7 +398,18 @@ def finish_job(
 def _fail_fast(job: Job) -> None:
     workflow = workflow_of(job.run.workflow_source, job.run.workflow_path)
     strategy = workflow.jobs[job.workflow_job_id].strategy
-    if strategy is None or strategy.fail_fast is not True:
+    if strategy is None:
+        return
+    fail_fast = strategy.fail_fast
+    if isinstance(fail_fast, str):
+        jobs: dict[str, list[Job]] = defaultdict(list)
+        for other in Job.objects.filter(run_id=job.run_id, attempt=job.attempt):
+            jobs[other.workflow_job_id].append(other)
+        try:
+            fail_fast = is_truthy(_render_strategy(job.run, job, jobs, fail_fast))
+        except ExpressionError:
+            fail_fast = True  # GitHub's default
+    if fail_fast is not True:
         return
     siblings = Job.objects.filter(
         run_id=job.run_id,

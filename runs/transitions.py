@@ -12,6 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from runs import live
 from runs.models import Job, JobTransition, Run, RunTransition
 from runs.states import FINAL_STATES, JOB_TRANSITIONS, RUN_TRANSITIONS, State, can_move
 
@@ -35,9 +36,10 @@ def move_job(
     Returns whether this call made the change."""
     allowed = _sources(JOB_TRANSITIONS, to_state, from_states)
     with transaction.atomic():
-        current = Job.objects.filter(id=job_id).values_list("state", flat=True).first()
-        if current is None or current not in allowed:
+        row = Job.objects.filter(id=job_id).values_list("state", "run_id").first()
+        if row is None or row[0] not in allowed:
             return False
+        current, run_id = row
         updates = {**fields, "state": to_state, **_timestamps(to_state, fields, _JOB_STAMPS)}
         rows = Job.objects.filter(id=job_id, state=current)
         if token is not None:
@@ -47,6 +49,7 @@ def move_job(
         JobTransition.objects.create(
             job_id=job_id, from_state=current, to_state=to_state, reason=reason, worker=worker
         )
+        live.notify_job(job_id, run_id=run_id)
     return True
 
 
@@ -69,6 +72,7 @@ def move_run(
         RunTransition.objects.create(
             run_id=run_id, from_state=current, to_state=to_state, reason=reason
         )
+        live.notify_run(run_id)
     return True
 
 

@@ -35,7 +35,7 @@ def test_home_page_says_running_and_links_the_login(client):
     assert response.status_code == 200
     body = response.content.decode()
     assert "cicd is running" in body
-    assert "/admin/login/" in body
+    assert "/accounts/login/" in body
 
 
 @pytest.mark.django_db

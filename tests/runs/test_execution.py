@@ -43,6 +43,7 @@ jobs:
     runs-on: linux
     steps:
       - run: echo "released ${{ needs.setup.outputs.version }}"
+      - run: echo "job=$GITHUB_JOB ${{ github.job }}"
 """
 
 
@@ -95,6 +96,7 @@ def test_a_run_goes_from_commit_to_success_with_logs_steps_and_outputs(
     assert "testing 3.10 of 1.4.2" in log_lines(jobs["test-3.10"])
     assert "testing 3.12 of 1.4.2" in log_lines(jobs["test-3.12"])
     assert "released 1.4.2" in log_lines(jobs["report"])
+    assert "job=report report" in log_lines(jobs["report"])
     step = Step.objects.get(job=jobs["setup"], index=0)
     assert (step.state, step.outcome, step.exit_code) == ("success", "success", 0)
     assert step.outputs == {"version": "1.4.2"}

@@ -295,3 +295,51 @@ jobs:
     jobs = jobs_of(run)
     assert jobs["test-linux"].runs_on == ["linux"]
     assert jobs["test-gpu-box"].runs_on == ["gpu-box"]
+
+
+def test_fail_fast_and_max_parallel_may_be_expressions(repository):
+    source = """\
+on: workflow_dispatch
+jobs:
+  test:
+    runs-on: linux
+    strategy:
+      fail-fast: ${{ inputs.strict == 'yes' }}
+      max-parallel: ${{ fromJSON(inputs.width) }}
+      matrix:
+        n: [1, 2, 3]
+    steps: [{run: test}]
+"""
+    lenient = start_run(repository, source, inputs={"strict": "no", "width": "2"})
+    assert sorted(states(lenient).values()) == ["pending", "queued", "queued"]
+    execute(lenient, "test-1", "failure")
+    assert states(lenient) == {"test-1": "failure", "test-2": "queued", "test-3": "queued"}
+
+    strict = start_run(repository, source, inputs={"strict": "yes", "width": "3"})
+    assert sorted(states(strict).values()) == ["queued"] * 3
+    execute(strict, "test-1", "failure")
+    assert states(strict) == {"test-1": "failure", "test-2": "cancelled", "test-3": "cancelled"}
+
+
+def test_an_expression_matrix_names_its_jobs_as_the_static_plan_does(repository):
+    source = """\
+on: push
+jobs:
+  plan:
+    runs-on: linux
+    outputs:
+      matrix: ${{ steps.m.outputs.m }}
+    steps: [{id: m, run: plan}]
+  test:
+    needs: plan
+    runs-on: linux
+    strategy:
+      matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}
+    steps: [{run: test}]
+"""
+    run = start_run(repository, source)
+    matrix = '{"os": ["linux", "mac"], "include": [{"os": "linux", "extra": "x"}]}'
+    execute(run, "plan", outputs={"matrix": matrix})
+    names = {job.name for key, job in jobs_of(run).items() if key.startswith("test")}
+    # GitHub leaves values merged in by `include` out of the name.
+    assert names == {"test (linux)", "test (mac)"}

@@ -1,0 +1,37 @@
+"""The JSON API, under /api/v1/ (described by /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from django.urls import path, re_path
+
+from runs import openapi
+from runs.api import views
+
+urlpatterns = [
+    path("openapi.json", openapi.openapi_json, name="api-openapi"),
+    path("user", views.current_user, name="api-user"),
+    path("runs", views.runs, name="api-runs"),
+    path("runs/<int:run_id>", views.run_detail, name="api-run"),
+    path("runs/<int:run_id>/artifacts", views.run_artifacts, name="api-run-artifacts"),
+    path("runs/<int:run_id>/cancel", views.cancel_run, name="api-run-cancel"),
+    path("runs/<int:run_id>/rerun", views.rerun, name="api-run-rerun"),
+    path("runs/<int:run_id>/rerun-failed", views.rerun_failed, name="api-run-rerun-failed"),
+    path("artifacts/<int:artifact_id>/zip", views.artifact_zip, name="api-artifact-zip"),
+    path("jobs/<int:job_id>", views.job_detail, name="api-job"),
+    path("jobs/<int:job_id>/logs", views.job_logs, name="api-job-logs"),
+    path("jobs/<int:job_id>/logs.txt", views.job_logs_text, name="api-job-logs-text"),
+    path("jobs/<int:job_id>/cancel", views.cancel_job, name="api-job-cancel"),
+    path("jobs/<int:job_id>/approve", views.approve_job, name="api-job-approve"),
+    path(
+        "repos/<str:organisation>/<str:repository>/runs",
+        views.repository_runs,
+        name="api-repository-runs",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/dispatches",
+        views.dispatches,
+        name="api-dispatches",
+    ),
+    # Last: any other path under /api/v1/ answers a JSON 404, not the HTML page.
+    re_path(r"^(?P<path>.*)$", views.unknown_endpoint, name="api-unknown"),
+]
