@@ -126,9 +126,13 @@ trap 'exit 0' TERM
 sleep "$0" & s=$!
 while kill -0 "$s" 2>/dev/null; do wait "$s"; done
 """
-# Every step: record the pid (its process group, see the module docstring), then become the step.
-# `;` not `&&`: a user that cannot write the pid file still runs its step (it only loses TERM).
-STEP_WRAPPER = 'echo $$ > "$0"; exec "$@"'
+# Every step: record the pid (its process group, see the module docstring), make itself the
+# kernel's first choice when the job's memory limit is hit, then become the step. Without the
+# raised oom_score_adj the OOM killer may pick the watchdog or its `sleep` (all start at 0), which
+# stops the whole container: the step then cannot be told it ran out of memory and the job's
+# later `if: always()` steps cannot run. Raising one's own score needs no privilege.
+# `;` not `&&`: a user that cannot write these files still runs its step.
+STEP_WRAPPER = 'echo $$ > "$0"; echo 1000 2>/dev/null >/proc/self/oom_score_adj; exec "$@"'
 # A TCP probe from the job container: `nc -z` where it exists; busybox's nc has no -z, so connect
 # with stdin closed (a quiet server keeps nc waiting: still running after 2 s means connected);
 # else bash's /dev/tcp. 127: no tool for it in the image.
@@ -662,6 +666,14 @@ class DockerBackend:
             state = self.api.inspect_container(self._require_container()).get("State") or {}
         except DockerException:
             state = {}
+        if state and not state.get("Running"):
+            # The engine may record OOMKilled a moment after the container stopped.
+            for _ in range(10):
+                if state.get("OOMKilled"):
+                    break
+                time.sleep(0.1)
+                with contextlib.suppress(DockerException):
+                    state = self.api.inspect_container(self._require_container())["State"]
         if state.get("OOMKilled"):
             return f"Error: the job ran out of memory (limit {limit}): the container was killed."
         code, output = self._run_quick(["/bin/sh", "-c", OOM_COUNTER])
