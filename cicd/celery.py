@@ -44,3 +44,10 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         name="start scheduled runs",
         expires=settings.CICD_SCHEDULE_TICK_SECONDS,
     )
+    retention_seconds = settings.CICD_RETENTION_INTERVAL_MINUTES * 60
+    sender.add_periodic_task(
+        retention_seconds,
+        sender.signature("runs.tasks.run_retention"),
+        name="expire artifacts, caches, logs and workspaces; prune unused blobs",
+        expires=retention_seconds,
+    )

@@ -22,10 +22,12 @@ EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["manage"]:
+        # Everything after it is the management command's own (`cicd manage NAME --help`).
+        return _manage(argv[1:])
     parser = _build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "manage":
-        return _manage(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "validate":

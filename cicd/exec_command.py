@@ -130,6 +130,7 @@ def main(args: argparse.Namespace) -> int:
 def _exec(args: argparse.Namespace) -> int:
     from pipelines.errors import WorkflowError
     from pipelines.parser import parse_workflow
+    from runners.caches import MemoryCacheStore
     from runners.executor import DOCKER, choose_executor, docker_engine_reachable
     from runners.offline import (
         OfflineRun,
@@ -201,6 +202,8 @@ def _exec(args: argparse.Namespace) -> int:
             parallel=args.parallel,
             matrix_cap=matrix_cap,
             run_id=f"exec-{os.getpid()}",
+            # Caches live as long as this command: a job restores what an earlier one saved.
+            caches=MemoryCacheStore(),
         )
         if snapshot.head_sha:
             where = snapshot.ref.removeprefix("refs/heads/") or "detached HEAD"

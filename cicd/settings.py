@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from cicd.storage_config import blob_storage_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -283,8 +285,33 @@ if CICD_ARTIFACT_RETENTION_DAYS > CICD_ARTIFACT_MAX_RETENTION_DAYS:
         f"CICD_ARTIFACT_RETENTION_DAYS={CICD_ARTIFACT_RETENTION_DAYS} is over "
         f"CICD_ARTIFACT_MAX_RETENTION_DAYS={CICD_ARTIFACT_MAX_RETENTION_DAYS}"
     )
-# Content-addressed blobs (artifact archives), through Django's storage API (runs.storage).
+# Content-addressed blobs (artifact and cache archives), through Django's storage API
+# (runs.storage): files under the data directory, or S3-compatible object storage when
+# CICD_STORAGE_URL is set: s3://[KEY:SECRET@]bucket[/prefix][?endpoint_url=...&region=...
+# &addressing_style=...] or file:///directory (forms and errors: cicd/storage_config.py).
 CICD_BLOB_DIR = CICD_DATA_DIR / "blobs"
+CICD_STORAGE_URL = env_str("CICD_STORAGE_URL", "") or ""
+_BLOB_STORAGE = blob_storage_settings(CICD_STORAGE_URL, CICD_BLOB_DIR)
+
+# Caches (SPEC 8, actions/cache): one entry's archive may hold at most CICD_CACHE_ENTRY_MAX_MB;
+# beyond CICD_CACHE_REPO_MAX_GB per repository the least recently used entries are evicted;
+# entries unused for CICD_CACHE_UNUSED_DAYS are removed by retention.
+CICD_CACHE_ENTRY_MAX_MB = env_float("CICD_CACHE_ENTRY_MAX_MB", 5 * 1024.0, minimum=0.001)
+CICD_CACHE_REPO_MAX_GB = env_float("CICD_CACHE_REPO_MAX_GB", 10.0, minimum=0.000001)
+CICD_CACHE_UNUSED_DAYS = env_int("CICD_CACHE_UNUSED_DAYS", 7, minimum=1)
+
+# Retention (runs.retention): logs are removed CICD_LOG_RETENTION_DAYS after their run finished;
+# job workspaces left behind (a worker that died) after CICD_WORKSPACE_ORPHAN_HOURS; blobs no
+# artifact or cache refers to once CICD_BLOB_PRUNE_GRACE_MINUTES passed since they were stored
+# (an upload in progress has stored its blob but not yet its row). Beat runs the whole cleanup
+# every CICD_RETENTION_INTERVAL_MINUTES.
+CICD_LOG_RETENTION_DAYS = env_int("CICD_LOG_RETENTION_DAYS", 30, minimum=1)
+CICD_WORKSPACE_ORPHAN_HOURS = env_float("CICD_WORKSPACE_ORPHAN_HOURS", 24.0, minimum=0.01)
+CICD_BLOB_PRUNE_GRACE_MINUTES = env_float("CICD_BLOB_PRUNE_GRACE_MINUTES", 60.0, minimum=0.0)
+CICD_RETENTION_INTERVAL_MINUTES = env_float("CICD_RETENTION_INTERVAL_MINUTES", 60.0, minimum=1.0)
+# /metrics answers staff users (session or bearer token); public when this is true (it names
+# repositories and workers, so only where the network is trusted).
+CICD_METRICS_PUBLIC = env_bool("CICD_METRICS_PUBLIC", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -354,11 +381,8 @@ STORAGES = {
     # Plain storage, not the manifest one: the embedded default must serve without a
     # collectstatic step having run; whitenoise finds files in the app folders (autorefresh).
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    # Where runs.storage keeps blobs; another backend (S3 through django-storages) fits here.
-    "blobs": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(CICD_BLOB_DIR)},
-    },
+    # Where runs.storage keeps blobs: CICD_BLOB_DIR, or S3 through django-storages.
+    "blobs": _BLOB_STORAGE,
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

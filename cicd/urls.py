@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from cicd import views
+from runs import metrics
 from runs.tokens import tokens_page
 
 admin.site.site_header = "cicd administration"
@@ -11,6 +12,7 @@ admin.site.site_title = "cicd"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("hooks/", include("webhooks.urls")),
     path("api/v1/", include("runs.api_urls")),

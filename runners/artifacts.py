@@ -461,7 +461,7 @@ class IterReader(io.RawIOBase):
 def extract_keeping_links(archive: BinaryIO, dest: Path) -> None:
     """Unpack a copy of (part of) a workspace into `dest`, symbolic links kept as links so that
     `select_files` can judge where they lead. Nothing is written outside `dest`: a member whose
-    path would go through a link, hard links and special files are skipped."""
+    path would go through a link, hard links leading outside it and special files are skipped."""
     with tarfile.open(fileobj=archive, mode="r|*") as tar:
         for member in tar:
             try:
@@ -469,9 +469,11 @@ def extract_keeping_links(archive: BinaryIO, dest: Path) -> None:
                     # The link is created, never followed here: check its own location only.
                     tarfile.data_filter(member.replace(linkname=".", deep=False), str(dest))
                     tar.extract(member, dest, filter=lambda m, _path: m)
-                elif member.isfile() or member.isdir():
+                elif member.isfile() or member.isdir() or member.islnk():
+                    # Hard links too: the engine sends a file's second name as one (pnpm
+                    # stores); the data filter keeps its target inside `dest`.
                     tar.extract(member, dest, filter="data")
-            except (tarfile.FilterError, OSError):
+            except (tarfile.TarError, OSError):  # FilterError is a TarError
                 continue
 
 

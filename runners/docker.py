@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -55,6 +55,7 @@ from runners.artifacts import (
     extract_keeping_links,
     spool_checked,
 )
+from runners.caches import COPY_CHUNK, CacheError, CacheStore, TreeEntry
 from runners.checkout import prepare_checkout
 from runners.events import FAILURE, CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
@@ -85,6 +86,7 @@ ROOT = "/__w"  # the job volume's mount point
 WORKSPACE = f"{ROOT}/workspace"
 TEMP_DIR = f"{ROOT}/_temp"
 CONTROL_DIR = f"{ROOT}/_cicd"
+HOME = "/root"  # the HOME JobDriver gives steps; in the container's own file system
 PIDFILE = f"{CONTROL_DIR}/step.pid"
 
 # What a step keeps of root's powers: enough to install packages and run services as another
@@ -194,6 +196,7 @@ class DockerBackend:
         self.allow_privileged = allow_privileged
         self.cancel = cancel or CancelToken()
         self.names = JobNames(spec.job_id)
+        self.home = spec.container_env.get("HOME") or HOME
         self.created_at = time.time()
         self._containers: list[str] = []  # names, the job container last
         self._network: str | None = None
@@ -396,6 +399,74 @@ class DockerBackend:
             counts = spool_checked(archive, spool)
             self.api.put_archive(container, target, spool)
         return counts
+
+    def read_tree(self, paths: Sequence[str]) -> Generator[TreeEntry, None, None]:
+        """The entries under absolute container paths, streamed from the engine (never copied
+        to the host's disk): a cache archive is written as they come."""
+        container = self._require_container()
+        self._flush()
+        for path in paths:
+            try:
+                stream, _ = self.api.get_archive(container, path)
+            except NotFound:
+                continue
+            except DockerException as error:
+                reason = _short_reason(error)
+                raise CacheError(f"cannot read {path} in the job container: {reason}") from None
+            # The engine names members from the path's last component.
+            base = posixpath.dirname(path.rstrip("/"))
+            try:
+                reader = IterReader(stream)  # type: ignore[arg-type]
+                with tarfile.open(fileobj=reader, mode="r|", bufsize=COPY_CHUNK) as tar:
+                    for member in tar:
+                        member.name = posixpath.join(base, member.name)
+                        if member.islnk():
+                            member.linkname = posixpath.join(base, member.linkname)
+                        opener = _member_opener(tar, member) if member.isfile() else None
+                        yield member, opener
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
+    def write_tree(self, entries: Iterable[TreeEntry]) -> None:
+        """Unpack entries (absolute container paths under the workspace or HOME) through the
+        engine, as one archive: links resolve inside the container, nothing lands on the host.
+        The archive is complete before it is sent, so a refused entry writes nothing."""
+        container = self._require_container()
+        self._flush()
+        self._read_cache.clear()
+        roots = (WORKSPACE, self.home.rstrip("/"))
+        with tempfile.TemporaryFile(prefix="cicd-cache-") as spool:
+            with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.copybufsize = COPY_CHUNK
+                for info, opener in entries:
+                    _check_inside(info.name, roots)
+                    member = info.replace(
+                        name=info.name.lstrip("/"),
+                        uid=0,
+                        gid=0,
+                        uname="root",
+                        gname="root",
+                        deep=False,
+                    )
+                    member.mode = info.mode & 0o777
+                    if info.isdir():
+                        member.mode |= 0o700
+                    content = None
+                    if info.islnk():
+                        _check_inside(info.linkname, roots)
+                        member.linkname = info.linkname.lstrip("/")
+                    elif info.isfile() and opener is not None:
+                        content = opener()
+                    tar.addfile(member, content)
+            spool.seek(0)
+            try:
+                self.api.put_archive(container, "/", spool)
+            except DockerException as error:
+                raise CacheError(
+                    f"cannot unpack the cache in the job container: {_short_reason(error)}"
+                ) from None
 
     def close(self) -> None:
         """Remove what this job created, whatever happened; NotFound is fine.
@@ -904,6 +975,7 @@ def run_docker_job(
     allow_privileged: bool = False,
     step_output_cap: int = DEFAULT_CAP_BYTES,
     artifacts: ArtifactStore | None = None,
+    caches: CacheStore | None = None,
 ) -> JobResult:
     """Run one job on the Docker executor and return its result (the sink saw everything)."""
     cancel = cancel or CancelToken()
@@ -925,12 +997,28 @@ def run_docker_job(
         sink.job_finished(result)
         return result
     driver = JobDriver(
-        spec, backend, sink, cancel=cancel, step_output_cap=step_output_cap, artifacts=artifacts
+        spec,
+        backend,
+        sink,
+        cancel=cancel,
+        step_output_cap=step_output_cap,
+        artifacts=artifacts,
+        caches=caches,
     )
     return driver.run()
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _member_opener(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], BinaryIO | None]:
+    return lambda: tar.extractfile(member)  # type: ignore[return-value]
+
+
+def _check_inside(path: str, roots: Iterable[str]) -> None:
+    normal = posixpath.normpath(path)
+    if normal != path or not any(path.startswith(root + "/") for root in roots):
+        raise CacheError(f"cannot unpack {path!r}: it is not inside the workspace or HOME")
 
 
 def _ignore_missing(action: Callable[[], object]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.artifacts import ArtifactStore
+from runners.caches import CacheStore
 from runners.events import CancelToken, EventSink, JobResult
 from runners.spec import JobSpec, ResourceLimits
 
@@ -78,6 +79,7 @@ def run_job(
     cancel: CancelToken | None = None,
     executor: str | None = None,
     artifacts: ArtifactStore | None = None,
+    caches: CacheStore | None = None,
 ) -> JobResult:
     """Run one job to the end on the chosen executor; the sink sees every event."""
     chosen = executor or choose_executor(config)
@@ -95,6 +97,7 @@ def run_job(
             allow_privileged=config.allow_privileged,
             step_output_cap=config.step_output_cap,
             artifacts=artifacts,
+            caches=caches,
         )
     from runners.local import run_local_job
 
@@ -106,4 +109,5 @@ def run_job(
         grace_seconds=config.grace_seconds,
         step_output_cap=config.step_output_cap,
         artifacts=artifacts,
+        caches=caches,
     )

@@ -7,6 +7,11 @@ check out the repository, and clean up.
 
 Local composite actions (`uses: ./path`) run their steps through the same `_run_step` inside the
 step that uses them, with a `_JobState` of their own (see `_run_local_action`).
+
+The built-in actions run here too: checkout, upload/download-artifact (runners.artifacts) and the
+cache actions (runners.caches). `actions/cache` owes a save at the end of the job: after the last
+step, before the backend closes, the driver runs those saves (GitHub's post steps), newest
+first. `hashFiles()` works in every step-level expression, over the workspace at that moment.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import random
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,18 @@ from typing import Any, BinaryIO, Protocol
 from pipelines.errors import ExpressionError
 from pipelines.expressions import EvalOptions, evaluate_condition, render, to_string
 from runners.artifacts import ArtifactError, ArtifactStore, run_download, run_upload
+from runners.caches import (
+    CACHE_ACTIONS,
+    CACHE_SAVE,
+    CacheError,
+    CacheStore,
+    PendingSave,
+    TreeEntry,
+    hash_files,
+    run_restore,
+    run_save,
+    save_cache,
+)
 from runners.composite import (
     MAX_ACTION_DEPTH,
     LocalActionError,
@@ -83,6 +100,7 @@ class Backend(Protocol):
     workspace: str  # the workspace path as steps see it
     temp_dir: str  # RUNNER_TEMP as steps see it
     os_name: str  # runner.os: Linux
+    home: str  # HOME as steps see it: `~` in actions/cache paths
 
     def start(self) -> None: ...
 
@@ -110,6 +128,13 @@ class Backend(Protocol):
     def workspace_view(self, roots: Sequence[str]) -> AbstractContextManager[Path]: ...
 
     def extract_archive(self, archive: BinaryIO, target: str) -> tuple[int, int]: ...
+
+    # For the cache actions (see runners.caches.TreeEntry): the entries under absolute paths of
+    # the job, symbolic links not followed; and writing entries named by absolute paths, each
+    # inside the workspace or HOME, without writing through a link out of those.
+    def read_tree(self, paths: Sequence[str]) -> Generator[TreeEntry, None, None]: ...
+
+    def write_tree(self, entries: Iterable[TreeEntry]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -142,6 +167,9 @@ class _JobState:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[StepResult] = field(default_factory=list)
     action: _ActionScope | None = None
+    # (step index, save) of each actions/cache step that owes a save at the end of the job;
+    # shared with composite actions, like the env and path files.
+    cache_saves: list[tuple[int, PendingSave]] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +182,8 @@ class JobDriver:
     clock: Callable[[], float] = time.time
     # Where upload-artifact puts and download-artifact finds artifacts; None: steps using them fail.
     artifacts: ArtifactStore | None = None
+    # Where the cache actions look up and save entries; None: steps using them fail.
+    caches: CacheStore | None = None
 
     def run(self) -> JobResult:
         spec = self.spec
@@ -173,6 +203,7 @@ class JobDriver:
                 return self._finish(FAILURE, state, error=checkout_error)
             for step in spec.steps:
                 self._run_step(step, state, job_deadline)
+            self._save_caches(state)
             conclusion = self._job_conclusion(state)
             return self._finish(conclusion, state)
         finally:
@@ -210,9 +241,7 @@ class JobDriver:
             state.status = CANCELLED  # as on GitHub: the rest runs only with always()/cancelled()
         try:
             contexts = self._contexts(state, step)
-            should_run = evaluate_condition(
-                step.if_condition, contexts, EvalOptions(status=state.status)
-            )
+            should_run = evaluate_condition(step.if_condition, contexts, self._options(state))
         except ExpressionError as error:
             self._announce(step, state, step.name)
             self._record(step, state, self._failed(step, error.message), {})
@@ -352,10 +381,13 @@ class JobDriver:
         action = (step.uses or "").split("@", 1)[0].lower()
         if action in ARTIFACT_ACTIONS:
             return self._artifact_step(step, contexts, action)
+        if action in CACHE_ACTIONS:
+            return self._cache_step(step, state, contexts, action)
         message = (
             f"'{step.uses}' is not available on this server yet: only actions/checkout, "
-            "upload-artifact, download-artifact and local composite actions (./path) run in "
-            "this version"
+            "actions/upload-artifact, actions/download-artifact, actions/cache (and "
+            "actions/cache/restore, actions/cache/save) and local composite actions (./path) "
+            "run in this version"
         )
         self._system_line(step.index, f"Error: {message}")
         return FAILURE, None, message, {}, ""
@@ -363,7 +395,7 @@ class JobDriver:
     def _checkout(
         self, step: StepSpec, contexts: dict[str, Any]
     ) -> tuple[str, int | None, str, dict[str, str], str]:
-        with_args = {k: to_string(render(str(v), contexts)) for k, v in step.with_args.items()}
+        with_args = {k: self._render_value(str(v), contexts) for k, v in step.with_args.items()}
         source = self.spec.checkout
         if source is None:
             message = "there is no repository to check out for this job"
@@ -401,6 +433,50 @@ class JobDriver:
             self._system_line(step.index, f"Error: {error}")
             return FAILURE, None, str(error), {}, ""
         return SUCCESS, 0, "", outputs, ""
+
+    def _cache_step(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], action: str
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        """actions/cache, actions/cache/restore and actions/cache/save (runners.caches)."""
+        with_args = {k: self._render_value(v, contexts) for k, v in step.with_args.items()}
+
+        def say(text: str) -> None:
+            self._system_line(step.index, text)
+
+        try:
+            if self.caches is None:
+                raise CacheError(f"{action} is not available where this job runs")
+            if action == CACHE_SAVE:
+                outputs = run_save(self.backend, self.caches, with_args, say)
+            else:
+                outputs, pending = run_restore(
+                    self.backend, self.caches, with_args, say, action=action
+                )
+                if pending is not None:
+                    state.cache_saves.append((step.index, pending))
+        except CacheError as error:
+            say(f"Error: {error}")
+            return FAILURE, None, str(error), {}, ""
+        return SUCCESS, 0, "", outputs, ""
+
+    def _save_caches(self, state: _JobState) -> None:
+        """The saves the actions/cache steps owe (GitHub's post steps), newest step first: only
+        while the job has succeeded, unless save-always (never after a cancel)."""
+        store = self.caches
+        if store is None:
+            return
+        for index, pending in reversed(state.cache_saves):
+
+            def say(text: str, index: int = index) -> None:
+                self._system_line(index, text)
+
+            if self.cancel.cancelled:
+                say(f"Cache not saved (key {pending.key}): the job was cancelled")
+                continue
+            if state.status != SUCCESS and not pending.save_always:
+                say(f"Cache not saved (key {pending.key}): the job did not succeed")
+                continue
+            save_cache(self.backend, store, pending.key, pending.paths, pending.version, say)
 
     # ---------------------------------------------------------------- local composite actions
 
@@ -451,7 +527,10 @@ class JobDriver:
             cancel_exempt=self.cancel.cancelled,
         )
         nested = _JobState(
-            env_from_files=state.env_from_files, path_additions=state.path_additions, action=scope
+            env_from_files=state.env_from_files,
+            path_additions=state.path_additions,
+            action=scope,
+            cache_saves=state.cache_saves,
         )
         steps = action_steps(action, step.index)
         for nested_step in steps:
@@ -503,7 +582,7 @@ class JobDriver:
         values: dict[str, str] = {}
         for name, output in outputs.items():
             try:
-                values[name] = to_string(render(output.value, contexts))
+                values[name] = to_string(render(output.value, contexts, self._step_options()))
             except ExpressionError as error:
                 return f"output '{name}' of {uses}: {error.message}"
         return values
@@ -634,13 +713,13 @@ class JobDriver:
 
     def _render_value(self, value: Any, contexts: Mapping[str, Any]) -> str:
         if isinstance(value, str):
-            return to_string(render(value, contexts))
+            return to_string(render(value, contexts, self._step_options()))
         return to_string(value)
 
     def _render_text(self, value: str | None, contexts: Mapping[str, Any]) -> str | None:
         if value is None:
             return None
-        return to_string(render(value, contexts))
+        return to_string(render(value, contexts, self._step_options()))
 
     def _step_env(
         self, step: StepSpec, state: _JobState, contexts: dict[str, Any]
@@ -704,7 +783,7 @@ class JobDriver:
         if value is None:
             return None
         if isinstance(value, str):
-            rendered = render(value, contexts)
+            rendered = render(value, contexts, self._step_options())
             try:
                 return float(rendered)
             except (TypeError, ValueError):
@@ -717,14 +796,22 @@ class JobDriver:
         value = step.continue_on_error
         if isinstance(value, str):
             try:
-                rendered = render(value, contexts)
+                rendered = render(value, contexts, self._step_options())
             except ExpressionError:
                 return False
             return rendered is True or str(rendered).lower() == "true"
         return bool(value)
 
     def _options(self, state: _JobState) -> EvalOptions:
-        return EvalOptions(status=state.status)
+        return EvalOptions(status=state.status, hash_files=self._hash_files)
+
+    def _step_options(self) -> EvalOptions:
+        """For step-level expressions other than `if:` (status functions are not allowed
+        there): hashFiles() works."""
+        return EvalOptions(hash_files=self._hash_files)
+
+    def _hash_files(self, patterns: list[str]) -> str:
+        return hash_files(self.backend, patterns)
 
     def _read_step_files(
         self, step: StepSpec, state: _JobState, files: dict[str, str]
@@ -740,7 +827,7 @@ class JobDriver:
 
     def _step_name(self, step: StepSpec, contexts: dict[str, Any]) -> str:
         try:
-            return self.masker.mask(to_string(render(step.name, contexts)))
+            return self.masker.mask(to_string(render(step.name, contexts, self._step_options())))
         except ExpressionError:
             return step.name
 

@@ -34,11 +34,12 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from runners.artifacts import ArtifactError, ArtifactStore, safe_extract
+from runners.caches import CacheStore, TreeEntry, walk_tree, write_tree_safely
 from runners.checkout import prepare_checkout
 from runners.events import CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
@@ -269,6 +270,15 @@ class LocalBackend:
             raise ArtifactError(f"download path {target!r} is outside this job's directory")
         return safe_extract(archive, dest)
 
+    def read_tree(self, paths: Sequence[str]) -> Generator[TreeEntry, None, None]:
+        # Read in place, links never followed: nothing outside the workspace and HOME.
+        return walk_tree(paths, (self.workspace, self.home))
+
+    def write_tree(self, entries: Iterable[TreeEntry]) -> None:
+        # As for downloads: the worker writes, so only into the job's own workspace and HOME,
+        # and never through a link a step left there.
+        write_tree_safely(entries, (self.workspace, self.home))
+
     def close(self) -> None:
         for pgid in sorted(self._groups):
             _kill_group(pgid, signal.SIGKILL)
@@ -419,6 +429,7 @@ def run_local_job(
     use_bwrap: bool | None = None,
     step_output_cap: int = DEFAULT_CAP_BYTES,
     artifacts: ArtifactStore | None = None,
+    caches: CacheStore | None = None,
 ) -> JobResult:
     """Run one job on the local executor and return its result (the sink saw everything)."""
     backend = LocalBackend(spec, work_root, grace_seconds=grace_seconds, use_bwrap=use_bwrap)
@@ -429,6 +440,7 @@ def run_local_job(
         cancel=cancel or CancelToken(),
         step_output_cap=step_output_cap,
         artifacts=artifacts,
+        caches=caches,
     )
     return driver.run()
 

@@ -14,6 +14,11 @@ class Worker(models.Model):
     current_job = models.ForeignKey(
         "runs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Reported by the worker itself (it alone sees its disk): runs.retention / the usage API.
+    workspace_bytes = models.BigIntegerField(null=True, blank=True)
+    disk_free_bytes = models.BigIntegerField(null=True, blank=True)
+    disk_total_bytes = models.BigIntegerField(null=True, blank=True)
+    storage_reported_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

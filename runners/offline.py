@@ -56,6 +56,7 @@ from pipelines.model import FrozenMap, Job, Workflow, thaw
 from pipelines.plan import build_plan
 from pipelines.triggers import ref_name
 from runners.artifacts import MemoryArtifactStore
+from runners.caches import CacheStore, MemoryCacheStore
 from runners.events import (
     CANCELLED,
     FAILURE,
@@ -201,6 +202,7 @@ class OfflineRun:
         parallel: int | None = None,
         matrix_cap: int = 256,
         run_id: str = "exec",
+        caches: CacheStore | None = None,
     ) -> None:
         if only_job is not None and only_job not in workflow.jobs:
             raise KeyError(only_job)
@@ -218,6 +220,9 @@ class OfflineRun:
         self._lock = threading.RLock()
         # Artifacts live as long as this run: a later job downloads what an earlier one uploaded.
         self.artifacts = MemoryArtifactStore()
+        # Caches too (unless the caller keeps them longer): a later job restores what an
+        # earlier one saved.
+        self.caches: CacheStore = caches if caches is not None else MemoryCacheStore()
         self._wake = threading.Event()
         self._cancel_requested = threading.Event()
         self._cancel_reason = "cancelled"
@@ -476,6 +481,7 @@ class OfflineRun:
                 cancel=job.cancel,
                 executor=self.executor,
                 artifacts=self.artifacts,
+                caches=self.caches,
             )
             conclusion = result.conclusion
             if conclusion not in FINAL_STATES:

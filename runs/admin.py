@@ -15,8 +15,10 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from runs.api.auth import SCOPES, create_token, digest
+from runs.caches import delete_entries
 from runs.models import (
     ApiToken,
+    CacheEntry,
     Job,
     Membership,
     Organisation,
@@ -255,6 +257,42 @@ class JobAdmin(ReadOnlyAdmin):
     list_display = ("__str__", "state", "claimed_by", "claims", "queued_at", "finished_at")
     list_filter = ("state",)
     exclude = ("lease_token",)
+
+
+@admin.register(CacheEntry)
+class CacheEntryAdmin(ReadOnlyAdmin):
+    """Cache entries are made by jobs and immutable; an operator may only delete them (a job
+    then misses and saves the key again). Their blobs stay until blob pruning."""
+
+    list_display = (
+        "key",
+        "repository",
+        "scope",
+        "short_version",
+        "size",
+        "created_at",
+        "last_used_at",
+    )
+    list_filter = ("repository",)
+    search_fields = ("key", "scope")
+    ordering = ("-last_used_at",)
+    actions = ["delete_cache_entries"]
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # this one counts the bytes and locks the rows
+        return actions
+
+    @admin.display(description="version")
+    def short_version(self, obj: CacheEntry) -> str:
+        return obj.version[:12]
+
+    @admin.action(description="Delete the selected cache entries", permissions=["delete"])
+    def delete_cache_entries(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        removed = delete_entries(queryset)
+        self.message_user(
+            request, f"{removed.entries} cache entr(ies) deleted, {removed.bytes} bytes."
+        )
 
 
 # ------------------------------------------------------------------------------ API tokens

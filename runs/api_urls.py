@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 
 from runs import openapi
-from runs.api import views
+from runs.api import caches, usage, views
 
 urlpatterns = [
     path("openapi.json", openapi.openapi_json, name="api-openapi"),
@@ -31,6 +31,22 @@ urlpatterns = [
         "repos/<str:organisation>/<str:repository>/dispatches",
         views.dispatches,
         name="api-dispatches",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/caches",
+        caches.repository_caches,
+        name="api-repository-caches",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/caches/<int:cache_id>",
+        caches.delete_cache,
+        name="api-repository-cache",
+    ),
+    path("usage", usage.all_usage, name="api-usage"),
+    path(
+        "repos/<str:organisation>/<str:repository>/usage",
+        usage.repository_usage,
+        name="api-repository-usage",
     ),
     # Last: any other path under /api/v1/ answers a JSON 404, not the HTML page.
     re_path(r"^(?P<path>.*)$", views.unknown_endpoint, name="api-unknown"),

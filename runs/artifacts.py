@@ -19,13 +19,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from runners.artifacts import ArtifactError, ArtifactInfo
 from runs.models import Artifact, Job, Run
 from runs.states import State
-from runs.storage import open_blob, store_blob
+from runs.storage import BlobStorageError, open_blob, store_blob
 
 ZIP_CHUNK = 256 * 1024
 
@@ -82,7 +82,7 @@ class DatabaseArtifactStore:
         existing = Artifact.objects.filter(run_id=job.run_id, attempt=job.attempt, name=name)
         if existing.exists():
             raise self._duplicate(name)
-        blob = store_blob(archive)
+        blob = store_blob(archive, error=ArtifactError)
         days = min(
             retention_days or settings.CICD_ARTIFACT_RETENTION_DAYS,
             settings.CICD_ARTIFACT_MAX_RETENTION_DAYS,
@@ -123,7 +123,7 @@ class DatabaseArtifactStore:
             raise ArtifactError(f"no artifact named {name!r} in this run")
         if is_expired(found):
             raise ArtifactError(f"artifact {name!r} expired on {found.expires_at:%Y-%m-%d %H:%M}")
-        return open_blob(found.blob)
+        return open_blob(found.blob, error=ArtifactError)
 
     def _duplicate(self, name: str) -> ArtifactError:
         other = (
@@ -156,11 +156,13 @@ class _ZipSink:
         return data
 
 
-def zip_chunks(artifact: Artifact) -> Generator[bytes, None, None]:
-    """The artifact as a zip, produced while it is sent: the stored tar.gz is read one member at
-    a time, so memory stays bounded whatever the artifact's size."""
+def zip_chunks(artifact: Artifact, stored: BinaryIO | None = None) -> Generator[bytes, None, None]:
+    """The artifact as a zip, produced while it is sent: the stored tar.gz (`stored`, opened
+    here when not given) is read one member at a time, so memory stays bounded whatever the
+    artifact's size."""
     sink = _ZipSink()
-    stored = open_blob(artifact.blob)
+    if stored is None:
+        stored = open_blob(artifact.blob)
     try:
         with (
             tarfile.open(fileobj=stored, mode="r|*") as tar,
@@ -204,8 +206,18 @@ async def _async_chunks(chunks: Generator[bytes, None, None]) -> AsyncIterator[b
         await sync_to_async(chunks.close, thread_sensitive=False)()
 
 
-def zip_response(artifact: Artifact, request: HttpRequest) -> StreamingHttpResponse:
-    chunks = zip_chunks(artifact)
+def zip_response(artifact: Artifact, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    try:
+        # Opened before the response starts: a storage that fails now gets a clear 503, not a
+        # 200 whose body breaks off.
+        stored = open_blob(artifact.blob)
+    except BlobStorageError as error:
+        return HttpResponse(
+            f"artifact {artifact.name!r} cannot be read now: {error}",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+    chunks = zip_chunks(artifact, stored)
     content = _async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type="application/zip")
     # Names never hold quotes, slashes or line breaks (runners.artifacts.check_name); others

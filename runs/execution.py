@@ -26,6 +26,7 @@ from runners.logs import Annotation, GroupEnd, GroupStart, LogEvent, LogLine
 from runners.spec import JobSpec
 from runs import live
 from runs.artifacts import DatabaseArtifactStore
+from runs.caches import DatabaseCacheStore
 from runs.claims import claim_job, claim_next, heartbeat
 from runs.control import cancel_requested
 from runs.dispatch import notify_workers
@@ -94,7 +95,7 @@ def run_claimed_job(
     job = Job.objects.select_related("run__repository__organisation").get(id=job_id)
     sink = DatabaseSink(job_id=job_id, token=token)
     cancel = CancelToken()
-    keeper = _LeaseKeeper(job_id, token, cancel)
+    keeper = _LeaseKeeper(job_id, token, cancel, worker=worker)
     # Started before the spec is built: fetching the commit into the mirror can outlast a lease.
     keeper.start()
     try:
@@ -110,7 +111,8 @@ def run_claimed_job(
     flusher.start()
     try:
         artifacts = DatabaseArtifactStore(job_id, token)
-        result = run_job(spec, sink, config, cancel=cancel, artifacts=artifacts)
+        caches = DatabaseCacheStore(job_id, token)
+        result = run_job(spec, sink, config, cancel=cancel, artifacts=artifacts, caches=caches)
         flusher.stop()
         sink.flush()
     except StaleToken:
@@ -169,8 +171,9 @@ def _spec_for(job: Job) -> JobSpec:
 class _LeaseKeeper:
     """Heartbeats while the job runs; a refused heartbeat (re-claimed, cancelled) stops it."""
 
-    def __init__(self, job_id: int, token: str, cancel: CancelToken) -> None:
+    def __init__(self, job_id: int, token: str, cancel: CancelToken, *, worker: str = "") -> None:
         self.job_id, self.token, self.cancel = job_id, token, cancel
+        self.worker = worker  # its Worker row's heartbeat and storage follow the lease's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
 
@@ -183,6 +186,8 @@ class _LeaseKeeper:
 
     def _loop(self) -> None:
         from django.db import connection
+
+        from runners.registry import worker_beat
 
         # The cancel flag is polled more often than the lease is renewed: reading one row is
         # cheap, and a cancel must stop the step within seconds, not a heartbeat interval.
@@ -198,6 +203,8 @@ class _LeaseKeeper:
                     ):
                         self.cancel.cancel("the job is no longer held by this worker")
                         return
+                    if self.worker:
+                        worker_beat(self.worker)  # never raises; measures storage ≤ once a minute
                 # Once cancelled, keep the lease alive while the executor stops (TERM, KILL).
                 if not self.cancel.cancelled and cancel_requested(self.job_id, token=self.token):
                     self.cancel.cancel("the job was cancelled")

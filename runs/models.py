@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from runs.states import State
 
@@ -81,6 +82,8 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when retention removed the run's logs (runs.retention): pages say so instead of empty.
+    logs_removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -372,6 +375,9 @@ class Blob(models.Model):
     sha256 = models.CharField(max_length=64, unique=True)
     size = models.BigIntegerField(help_text="bytes stored")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Renewed each time the same content is stored again: blob pruning leaves a blob alone for a
+    # while after this, so an upload whose Artifact/CacheEntry row is not written yet keeps it.
+    last_stored_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     def __str__(self) -> str:
         return f"{self.sha256[:12]} ({self.size} bytes)"
@@ -403,3 +409,58 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run} {self.name}"
+
+
+class CacheEntry(models.Model):
+    """An `actions/cache` entry: the archive of some paths saved under a key by a job.
+
+    Entries are scoped to the git ref of the run that saved them (`refs/heads/feature`,
+    `refs/pull/7/merge`); a run restores from its own ref and from the repository's default
+    branch only (runs.caches), so a pull request cannot poison the default branch's caches.
+    `version` is a hash of the cached paths (as on GitHub): the same key saved for other paths is
+    another entry. An entry is immutable; (repository, scope, key, version) is unique, which is
+    what makes two concurrent saves of one key leave exactly one entry.
+    """
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="caches")
+    scope = models.CharField(max_length=255, help_text="the git ref the entry was saved from")
+    key = models.CharField(max_length=512)
+    version = models.CharField(max_length=64)
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="caches")
+    size = models.BigIntegerField(help_text="bytes of the stored archive")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="saved_caches"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "scope", "key", "version"], name="cache_unique_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["repository", "scope", "version", "key"], name="cache_lookup"),
+            models.Index(fields=["repository", "last_used_at"], name="cache_by_use"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository} {self.scope} {self.key}"
+
+
+class CacheCounter(models.Model):
+    """Cache lookups and saves of a repository, counted for `/metrics` (runs.caches)."""
+
+    repository = models.OneToOneField(
+        Repository, on_delete=models.CASCADE, related_name="cache_counter"
+    )
+    hits = models.PositiveBigIntegerField(default=0, help_text="restored by the primary key")
+    partial_hits = models.PositiveBigIntegerField(default=0, help_text="restored by a prefix")
+    misses = models.PositiveBigIntegerField(default=0)
+    restore_seconds = models.FloatField(default=0.0)
+    restored_bytes = models.PositiveBigIntegerField(default=0)
+    saves = models.PositiveBigIntegerField(default=0)
+    saved_bytes = models.PositiveBigIntegerField(default=0)
+    save_seconds = models.FloatField(default=0.0)
+    evictions = models.PositiveBigIntegerField(default=0)

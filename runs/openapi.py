@@ -11,6 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
+from runs.api import caches
 from runs.api.http import endpoint
 from runs.api.views import (
     DEFAULT_LOG_LINES,
@@ -144,6 +145,10 @@ SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "the job has ended and there are no more lines",
             },
+            "removed": _nullable(
+                "string",
+                description="why there are no lines: 'this log was removed by retention on DATE'",
+            ),
         }
     ),
     "RunList": _object(
@@ -185,6 +190,90 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Artifacts": _object({"artifacts": {"type": "array", "items": _ref("Artifact")}}),
+    "CacheEntry": _object(
+        {
+            "id": {"type": "integer"},
+            "key": {"type": "string"},
+            "ref": {
+                "type": "string",
+                "description": "the git ref of the run that saved it: its scope",
+                "examples": ["refs/heads/main", "refs/pull/7/head"],
+            },
+            "branch": _nullable("string", description="the branch of a refs/heads/ ref"),
+            "version": {"type": "string", "description": "a hash of the cached paths"},
+            "size": {"type": "integer", "description": "bytes of the stored archive"},
+            "run": _nullable("integer", description="the run that saved it"),
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "CacheList": _object(
+        {
+            "caches": {"type": "array", "items": _ref("CacheEntry")},
+            "next": _nullable("integer", description="pass as `after` for the next page"),
+            "total_count": {"type": "integer", "description": "entries the repository keeps"},
+            "total_size": {"type": "integer", "description": "bytes of all of its entries"},
+            "size_limit": {
+                "type": "integer",
+                "description": "bytes kept per repository; beyond, the least recently used "
+                "entries are evicted",
+            },
+            "entry_size_limit": {"type": "integer", "description": "bytes per entry at most"},
+        }
+    ),
+    "CacheDeletion": _object(
+        {
+            "deleted": {"type": "integer", "description": "entries deleted"},
+            "deleted_size": {
+                "type": "integer",
+                "description": "their bytes (storage shared with other entries or artifacts "
+                "is kept; the rest is freed when unreferenced blobs are pruned)",
+            },
+        }
+    ),
+    "RepositoryUsage": _object(
+        {
+            "repository": {"type": "string", "examples": ["acme/widgets"]},
+            "artifact_count": {"type": "integer"},
+            "artifact_bytes": {"type": "integer", "description": "bytes of stored archives"},
+            "cache_count": {"type": "integer"},
+            "cache_bytes": {"type": "integer", "description": "bytes of stored archives"},
+            "log_lines": {"type": "integer"},
+            "log_bytes": {"type": "integer", "description": "characters of stored log lines"},
+            "total_bytes": {"type": "integer", "description": "artifacts + caches + logs"},
+        }
+    ),
+    "WorkerUsage": _object(
+        {
+            "name": {"type": "string"},
+            "executor": {"type": "string"},
+            "busy": {"type": "boolean", "description": "running a job now"},
+            "last_heartbeat": _TIME,
+            "workspace_bytes": _nullable("integer", description="under its work directory"),
+            "disk_free_bytes": _nullable("integer", description="on its data directory's disk"),
+            "disk_total_bytes": _nullable("integer"),
+            "storage_reported_at": _TIME,
+        }
+    ),
+    "Usage": _object(
+        {
+            "repositories": {"type": "array", "items": _ref("RepositoryUsage")},
+            "workers": {
+                "type": "array",
+                "items": _ref("WorkerUsage"),
+                "description": "workers heard from in the last day",
+            },
+            "blobs": _object(
+                {
+                    "count": {"type": "integer"},
+                    "bytes": {
+                        "type": "integer",
+                        "description": "stored once per content (artifacts and caches share)",
+                    },
+                }
+            ),
+        }
+    ),
     "User": _object(
         {
             "username": {"type": "string"},
@@ -293,6 +382,7 @@ def _query(name: str, schema: dict[str, Any], what: str) -> dict[str, Any]:
 RUN_ID = _path_id("run_id", "the run's id (not its number)")
 JOB_ID = _path_id("job_id", "the job's id")
 ARTIFACT_ID = _path_id("artifact_id", "the artifact's id (from the run's artifact list)")
+CACHE_ID = _path_id("cache_id", "the cache entry's id (from the repository's cache list)")
 ORGANISATION = _path_text("organisation", "the organisation's slug")
 REPOSITORY = _path_text("repository", "the repository's slug")
 RUN_FILTERS = [
@@ -333,6 +423,26 @@ def _paths() -> dict[str, Any]:
                 tag="meta",
             )
         },
+        "/api/v1/usage": {
+            "get": _operation(
+                "Storage usage of every repository, worker and blob storage",
+                "getUsage",
+                _ok("usage", "Usage"),
+                errors=("400", "401", "403"),
+                tag="usage",
+                description="Staff and superusers only.",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/usage": {
+            "get": _operation(
+                "Storage usage of one repository",
+                "getRepositoryUsage",
+                _ok("what the repository keeps", "RepositoryUsage"),
+                errors=_READ_ERRORS,
+                parameters=[ORGANISATION, REPOSITORY],
+                tag="usage",
+            )
+        },
         "/api/v1/runs": {
             "get": _operation(
                 "List runs of every readable repository",
@@ -365,6 +475,69 @@ def _paths() -> dict[str, Any]:
                 body="DispatchRequest",
                 description="Needs the write role; 404 for an unknown workflow file, 422 for "
                 "inputs or refs that do not fit the workflow.",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/caches": {
+            "get": _operation(
+                "List a repository's cache entries",
+                "listCaches",
+                _ok("entries, newest first, and the repository's total and limit", "CacheList"),
+                errors=_READ_ERRORS,
+                parameters=[
+                    ORGANISATION,
+                    REPOSITORY,
+                    _query("key", {"type": "string"}, "only entries whose key starts with this"),
+                    _query("ref", {"type": "string"}, "only entries of this branch (or full ref)"),
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": 1},
+                        "the `next` of the previous page",
+                    ),
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": caches.MAX_PAGE,
+                            "default": caches.DEFAULT_PAGE,
+                        },
+                        "entries per page",
+                    ),
+                ],
+                tag="caches",
+            ),
+            "delete": _operation(
+                "Delete the cache entries of a key",
+                "deleteCachesByKey",
+                _ok("what was deleted", "CacheDeletion"),
+                errors=_READ_ERRORS,
+                parameters=[
+                    ORGANISATION,
+                    REPOSITORY,
+                    {
+                        "name": "key",
+                        "in": "query",
+                        "required": True,
+                        "description": "the complete key (every version of it is deleted)",
+                        "schema": {"type": "string"},
+                    },
+                    _query("ref", {"type": "string"}, "only the entries of this branch (or ref)"),
+                ],
+                body="Empty",
+                description="Needs the admin role; 404 when no entry has this key.",
+                tag="caches",
+            ),
+        },
+        "/api/v1/repos/{organisation}/{repository}/caches/{cache_id}": {
+            "delete": _operation(
+                "Delete a cache entry",
+                "deleteCache",
+                _ok("what was deleted", "CacheDeletion"),
+                errors=_READ_ERRORS,
+                parameters=[ORGANISATION, REPOSITORY, CACHE_ID],
+                body="Empty",
+                description="Needs the admin role.",
+                tag="caches",
             )
         },
         "/api/v1/runs/{run_id}": {
@@ -522,7 +695,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "cicd API",
             "version": VERSION,
-            "description": "Runs, jobs, logs, dispatch, cancel and re-run. Errors are "
+            "description": "Runs, jobs, logs, dispatch, cancel and re-run; caches. Errors are "
             '`{"error", "problems", "fields"}` with a 4xx status. Reads of public repositories '
             "need no authentication; a private repository the caller may not read answers 404.",
         },
@@ -543,13 +716,14 @@ def document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "an API token (cicd_...): scope `read` for GET, `write` "
-                    "for POST",
+                    "for POST and DELETE",
                 },
                 "session": {
                     "type": "apiKey",
                     "in": "cookie",
                     "name": "sessionid",
-                    "description": "the browser session; POSTs also need the CSRF token",
+                    "description": "the browser session; POSTs and DELETEs also need the CSRF "
+                    "token",
                 },
             },
         },

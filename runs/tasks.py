@@ -43,3 +43,15 @@ def reap_expired_leases() -> None:
     from runs.reaper import reap_expired_leases as reap
 
     reap()
+
+
+@shared_task(name="runs.tasks.run_retention", ignore_result=True)
+def run_retention() -> None:
+    """Every kind of retention (runs.retention.cleanup), each CICD_RETENTION_INTERVAL_MINUTES."""
+    from runs.retention import cleanup
+
+    for report in cleanup():
+        if report.count:
+            log.info(
+                "retention: %s: %d removed, %d bytes freed", report.kind, report.count, report.bytes
+            )

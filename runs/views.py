@@ -33,6 +33,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBase,
     HttpResponseNotModified,
     JsonResponse,
     StreamingHttpResponse,
@@ -52,6 +53,7 @@ from runs.graph import GROUP_STATE_ORDER, job_graph
 from runs.markdown import render as render_markdown
 from runs.mirror import GIT_TIMEOUT_SECONDS, MirrorError, fetch, workflow_files
 from runs.models import AuditEntry, Job, LogChunk, Repository, Run, Step
+from runs.retention import logs_removed_note
 from runs.states import FINAL_STATES, State, worst
 from runs.triggering import DispatchError, dispatch, resolve_ref
 
@@ -571,6 +573,7 @@ def job_detail(
             "job-log", args=[found.organisation.slug, found.slug, run.number, job.id]
         ),
         "live_config": {"job": job.id, "run": run.id, "socket": LIVE_SOCKET_PATH},
+        "logs_removed": logs_removed_note(run, job),
     }
     return render(request, "runs/job_detail.html", context)
 
@@ -578,7 +581,7 @@ def job_detail(
 @require_GET
 def job_log(
     request: HttpRequest, organisation: str, repository: str, number: int, job_id: int
-) -> StreamingHttpResponse:
+) -> HttpResponseBase:
     """The job's whole log as text, one line per line (ANSI colours kept), streamed: a log can
     be far larger than what a worker should hold in memory."""
     found = repository_for(request, organisation, repository)
@@ -588,7 +591,12 @@ def job_log(
     # is sent; each server gets the kind it streams.
     streamed = isinstance(request, ASGIRequest)
     content = _log_text_async(job.id) if streamed else _log_text(job.id)
-    response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
+    removed = logs_removed_note(run, job)
+    response: HttpResponseBase = (
+        HttpResponse(removed + "\n", content_type="text/plain; charset=utf-8")
+        if removed is not None
+        else StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
+    )
     filename = f"{found.organisation.slug}-{found.slug}-run{run.number}-job{job.id}.log"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-cache"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from runs.models import Artifact, Job, Run, Step
+from runs.models import Artifact, CacheEntry, Job, Run, Step
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -100,4 +100,18 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
         "expires_at": iso(artifact.expires_at),
         "expired": expired,
         "download_url": None if expired else f"/api/v1/artifacts/{artifact.id}/zip",
+    }
+
+
+def cache_dict(entry: CacheEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "key": entry.key,
+        "ref": entry.scope,
+        "branch": branch_of(entry.scope),
+        "version": entry.version,
+        "size": entry.size,
+        "run": entry.run_id,
+        "created_at": iso(entry.created_at),
+        "last_used_at": iso(entry.last_used_at),
     }

@@ -30,6 +30,7 @@ from runs.api.http import (
 from runs.api.serialise import artifact_dict, job_dict, run_dict, step_dict
 from runs.artifacts import artifacts_of, is_expired, zip_response
 from runs.models import AuditEntry, Job, Repository, Run, Step
+from runs.retention import logs_removed_note
 from runs.states import FINAL_STATES, State
 from runs.triggering import DispatchError, dispatch
 
@@ -250,6 +251,7 @@ def job_logs(request: HttpRequest, caller: Caller, job_id: int) -> JsonResponse:
             "lines": page.lines,
             "next_offset": page.next_offset,
             "complete": job.state in FINAL_STATES and page.next_offset >= page.total,
+            "removed": logs_removed_note(job.run, job),
         }
     )
 
@@ -259,6 +261,9 @@ def job_logs_text(request: HttpRequest, caller: Caller, job_id: int) -> HttpResp
     """The whole log as plain text, streamed."""
     Query(request, ()).done()
     job = access.job(caller, job_id, level=READ)
+    removed = logs_removed_note(job.run, job)
+    if removed is not None:
+        return HttpResponse(removed + "\n", content_type="text/plain; charset=utf-8")
     lines = (
         logs.raw_text_async(job.id) if isinstance(request, ASGIRequest) else logs.raw_text(job.id)
     )

@@ -219,6 +219,20 @@ def test_upload_in_one_job_and_download_in_a_later_one(executor: Executor) -> No
     assert "no artifact named 'missing'" in result.steps[3].error
 
 
+def test_both_names_of_a_hard_linked_file_are_uploaded(executor: Executor) -> None:
+    # The engine sends a file's second name as a hard link member: it must not be lost.
+    store = MemoryArtifactStore()
+    result, _ = executor(
+        job(
+            step("mkdir out && echo same > out/first && ln out/first out/second"),
+            step(uses="actions/upload-artifact@v4", with_args={"name": "linked", "path": "out"}),
+        ),
+        artifacts=store,
+    )
+    assert [r.outcome for r in result.steps] == ["success", "success"]
+    assert archive_names(store, "linked") == {"first": b"same\n", "second": b"same\n"}
+
+
 def test_without_a_store_the_actions_fail_clearly(executor: Executor) -> None:
     result, _ = executor(job(step(uses="actions/upload-artifact@v4", with_args={"path": "x"})))
     assert result.steps[0].outcome == "failure"
