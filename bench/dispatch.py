@@ -3,13 +3,17 @@
 No-op jobs (claimed and reported successful at once), a backlog spread over several tenants and
 repositories, on a scratch database: a fresh SQLite file by default, or with
 `--postgres postgres://user@host:port/db` a new database created next to that one and dropped
-after. Usage: .venv/bin/python bench/dispatch.py [--jobs 2000] [--postgres URL]
+after. This is the "scheduler dispatch rate alone" figure of `bin/bench --only throughput`.
+
+Usage: .venv/bin/python -m bench.dispatch [--jobs 2000] [--postgres URL] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,9 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--postgres", default="")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    scratch = tempfile.mkdtemp(prefix="cicd-bench-")
+    scratch = tempfile.mkdtemp(prefix="cicd-bench-dispatch-")
     os.environ["CICD_DATA_DIR"] = scratch
+    os.environ.pop("REDIS_URL", None)
     name = ""
     if args.postgres:
         import psycopg
@@ -35,7 +41,15 @@ def main() -> None:
     else:
         os.environ.pop("DATABASE_URL", None)
     try:
-        print(run(args.jobs))
+        result = run(args.jobs)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(
+                f"{result['vendor']}: {result['jobs']} no-op jobs from a backlog of "
+                f"{result['backlog']} in {result['seconds']:.2f} s = "
+                f"{result['per_second']:.0f} claims+finishes per second (one worker)"
+            )
     finally:
         if name:
             from django.db import connections
@@ -43,9 +57,10 @@ def main() -> None:
             connections.close_all()
             with psycopg.connect(args.postgres, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(jobs: int) -> str:
+def run(jobs: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cicd.settings")
     import django
@@ -110,10 +125,13 @@ def run(jobs: int) -> str:
         done += 1
     elapsed = time.perf_counter() - started
     assert done == total, (done, total)
-    return (
-        f"{connection.vendor}: {done} no-op jobs from a backlog of {total} in {elapsed:.2f} s "
-        f"= {done / elapsed:.0f} claims+finishes per second (one worker)"
-    )
+    return {
+        "vendor": connection.vendor,
+        "jobs": done,
+        "backlog": total,
+        "seconds": elapsed,
+        "per_second": done / elapsed,
+    }
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ def redis_url_with_db(db: int) -> str:
     """The test Redis server with another logical database, so tests do not share keys.
 
     Each test that flushes or runs a whole system takes its own: 2 channel layers (health, live),
-    9 webhook rate limit, 11 and 13 worker loss, 12 end to end, 14 scaled serve, 15 webhook
-    burst. Running tests in parallel (xdist) share nothing else.
+    5-6 `bin/bench`, 7-8 the bench smoke test, 9 webhook rate limit, 11 and 13 worker loss, 12
+    end to end, 14 scaled serve, 15 webhook burst. Running tests in parallel (xdist) share
+    nothing else.
     """
     base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS_URL
     return f"{base}/{db}"
