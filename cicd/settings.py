@@ -391,16 +391,23 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
+
+def redis_channel_layer(url: str) -> dict:
+    """The Channels layer on Redis. channels_redis waits for messages with a blocking pop of up
+    to 5 s; redis-py 8 gives every socket a 5 s read timeout by default, so an idle wait raised
+    TimeoutError and closed the viewer's WebSocket (1011) about every 5 s. The read timeout must
+    outlast the blocking pop; a finite one still notices a Redis that went away."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 15}]},
+    }
+
+
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     # File-based so that web, worker and beat processes see one cache without a server.
     CACHES = {

@@ -18,6 +18,7 @@ from django.db import connection, connections, transaction
 from django.test import Client, override_settings
 
 from cicd.asgi import application
+from cicd.settings import redis_channel_layer
 from runners.events import CancelToken
 from runners.executor import LOCAL, RunnerConfig
 from runners.logs import LogLine, SecretMasker, StepOutput
@@ -37,12 +38,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ONE_JOB = "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: x}]\n"
 MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-REDIS_LAYER = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_url_with_db(2)]},
-    }
-}
+REDIS_LAYER = {"default": redis_channel_layer(redis_url_with_db(2))}  # as the settings make it
 
 
 @pytest.fixture(autouse=True)
@@ -536,6 +532,22 @@ async def test_a_wake_up_through_the_channel_layer_beats_the_poll(layers, monkey
         assert (frame["type"], frame["job"]["state"]) == ("job", "cancelled")
         await communicator.disconnect()
     channel_layers.backends.clear()
+
+
+async def test_an_idle_wait_on_the_redis_layer_outlasts_its_blocking_pop():
+    # A viewer waits on the layer for as long as nothing changes. With redis-py 8's default
+    # 5 s socket timeout this wait raised TimeoutError and closed the WebSocket.
+    with override_settings(CHANNEL_LAYERS=REDIS_LAYER):
+        channel_layers.backends.clear()
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(6.5)
+        assert not waiting.done(), waiting.exception() if waiting.done() else None
+        await layer.send(channel, {"type": "live.changed", "kind": "run", "id": 1})
+        received = await asyncio.wait_for(waiting, 5)
+    channel_layers.backends.clear()
+    assert received["id"] == 1
 
 
 async def test_notify_reaches_the_redis_layer_from_synchronous_code():
