@@ -170,6 +170,20 @@ def _database(data_dir: Path) -> dict:
         # Tests use a file as well: Django's default in-memory test database shares one cache
         # between threads, whose table locks fail a writer at once instead of making it wait.
         config["TEST"] = {"NAME": str(data_dir / "test.sqlite3")}
+    pool_size = env_int("CICD_DB_POOL_SIZE", 0, minimum=0)
+    if pool_size and config["ENGINE"] == "django.db.backends.postgresql":
+        # Django's pool (psycopg_pool): a connection "closed" at the end of a request or of a
+        # live-log read goes back to the pool instead of being torn down, which a thread per
+        # request otherwise forces (CICD_DB_CONN_MAX_AGE=0). Pooling excludes persistent
+        # connections; idle ones are closed after a minute, so a quiet server holds one. No
+        # health check on every checkout (a query each time: 10 % of the web process under the
+        # live-log benchmark); psycopg_pool discards a connection that broke when it returns.
+        config["CONN_MAX_AGE"] = 0
+        config["CONN_HEALTH_CHECKS"] = False
+        config["OPTIONS"] = {
+            **config.get("OPTIONS", {}),
+            "pool": {"min_size": 1, "max_size": pool_size, "max_idle": 60, "timeout": 10},
+        }
     config.setdefault("TEST", {})
     return config
 

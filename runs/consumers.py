@@ -23,6 +23,13 @@ channel layer does not reach across processes (workers write from other processe
 too slow to keep up never holds anything back: the job writes to the database regardless, and
 a viewer that falls more than RESYNC_BEHIND_LINES behind while following is told to resync
 instead of being buffered for.
+
+Viewers of one job read the same rows: the connections of a process share their reads
+(`_SharedReads`). A read is shared with every viewer for which it is fresh enough: started after
+the change a wake-up announced (its `at`), or, on a poll, at most SHARED_POLL_STALENESS seconds
+ago. With a hundred viewers of a busy job this reads, parses and checks each chunk once per
+process instead of once per viewer (the live-log benchmark's profile: the web process spent its
+time in those repeated queries and JSON parsing).
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from runs.states import FINAL_STATES
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+SHARED_POLL_STALENESS = 0.1  # a poll may use a read another viewer started this long ago
+SHARED_READS_KEPT_SECONDS = 5.0
 MAX_LINES_PER_FRAME = 1000
 MAX_CHARS_PER_FRAME = 512 * 1024
 # Lines read per subscription before the others get their turn: what one connection holds in
@@ -113,6 +122,9 @@ class _Subscription:
     following: bool = False  # job: has reached the end of the log once
     dirty: bool = True
     read_at: float = 0.0
+    # Wall-clock time the next read must have started after (a wake-up's `at`): a shared read
+    # older than that may predate the change it announced.
+    fresh_after: float = 0.0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -168,6 +180,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         subscription = self.subscriptions.get((event.get("kind"), event.get("id")))
         if subscription is not None:
             subscription.dirty = True
+            at = event.get("at")
+            announced = at if isinstance(at, float) else time.time()
+            subscription.fresh_after = max(subscription.fresh_after, announced)
             self.wake.set()
 
     # -- subscriptions --------------------------------------------------------------------------
@@ -196,7 +211,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self._join(_group(kind, object_id), join=True)
         # A new subscription to the same job (after a resync or to jump elsewhere) starts over
         # from its offset; the follower notices the replacement and drops the old cursor.
-        self.subscriptions[key] = _Subscription(kind, object_id, cursor=offset)
+        self.subscriptions[key] = _Subscription(
+            kind, object_id, cursor=offset, fresh_after=time.time()
+        )
         self.wake.set()
 
     async def _drop(self, subscription: _Subscription) -> None:
@@ -248,6 +265,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             for subscription in due:
                 if self.subscriptions.get(subscription.key) is not subscription:
                     continue  # unsubscribed or replaced meanwhile
+                if not subscription.dirty:  # a poll: a slightly older shared read will do
+                    polled = time.time() - SHARED_POLL_STALENESS
+                    subscription.fresh_after = max(subscription.fresh_after, polled)
                 subscription.dirty = False
                 subscription.read_at = time.monotonic()
                 try:
@@ -276,7 +296,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.wait_for(self.wake.wait(), max(0.0, soonest - time.monotonic()))
 
     async def _refresh_run(self, subscription: _Subscription) -> None:
-        snapshot = await _database(_run_snapshot)(subscription.id)
+        snapshot = await _shared_reads().get(
+            ("run", subscription.id), subscription.fresh_after, _run_snapshot, subscription.id
+        )
         if not self._current(subscription):
             return
         if snapshot is None:
@@ -289,13 +311,24 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def _refresh_job(self, subscription: _Subscription) -> None:
         # The state is read before the log: a final state was reached after the job's last line
         # was stored, so the log read next holds every line of a finished job.
-        snapshot = await _database(_job_snapshot)(subscription.id)
+        shared = _shared_reads()
+        fresh_after = subscription.fresh_after
+        snapshot = await shared.get(
+            ("job", subscription.id), fresh_after, _job_snapshot, subscription.id
+        )
         if not self._current(subscription):
             return
         if snapshot is None:
             await self._gone(subscription)
             return
-        piece = await _database(read_log)(subscription.id, subscription.cursor, MAX_LINES_PER_ROUND)
+        piece = await shared.get(
+            ("log", subscription.id, subscription.cursor),
+            fresh_after,
+            read_log,
+            subscription.id,
+            subscription.cursor,
+            MAX_LINES_PER_ROUND,
+        )
         if not self._current(subscription):
             return
         if subscription.following and piece.end - subscription.cursor > RESYNC_BEHIND_LINES:
@@ -317,6 +350,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             subscription.following = True
         else:
             subscription.dirty = True  # more to send: come back after the others had a turn
+            if not piece.lines:
+                # The shared log read predates lines the state already counts: read anew.
+                subscription.fresh_after = time.time()
         if changed and _is_final(snapshot) and caught_up and self._current(subscription):
             subscription.last_sent = state
             await self.send_json({"type": "job", **snapshot})
@@ -350,6 +386,53 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def _gone(self, subscription: _Subscription) -> None:
         await self._drop(subscription)
         await self._error("not found", 404, subscription.kind, subscription.id)
+
+
+# -- shared reads --------------------------------------------------------------------------------
+
+
+class _SharedReads:
+    """Reads done once for every connection of this process that wants the same thing (a job's
+    state, its log from one line) at about the same time. Each entry is a read in progress or
+    done, with the wall-clock time it started; a caller takes it when it started after the
+    caller's `fresh_after`, else starts a new one that replaces it. Results are shared: callers
+    never change them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[float, asyncio.Future]] = {}
+
+    async def get(self, key: tuple, fresh_after: float, function: Any, *args: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < fresh_after:
+            self._sweep()
+            started = time.time()
+            future = asyncio.ensure_future(_database(function)(*args))
+            entry = (started, future)
+            self._entries[key] = entry
+        # Shielded: one viewer leaving must not cancel the read the others wait for.
+        return await asyncio.shield(entry[1])
+
+    def _sweep(self) -> None:
+        if len(self._entries) < 64:
+            return
+        old = time.time() - SHARED_READS_KEPT_SECONDS
+        for key, (started, future) in list(self._entries.items()):
+            if future.done() and started < old:
+                del self._entries[key]
+
+
+_shared_by_loop: dict[asyncio.AbstractEventLoop, _SharedReads] = {}
+
+
+def _shared_reads() -> _SharedReads:
+    """This event loop's shared reads (futures belong to one loop; tests run several)."""
+    loop = asyncio.get_running_loop()
+    shared = _shared_by_loop.get(loop)
+    if shared is None:
+        for other in [other for other in _shared_by_loop if other.is_closed()]:
+            del _shared_by_loop[other]
+        shared = _shared_by_loop[loop] = _SharedReads()
+    return shared
 
 
 # -- reads (in database threads) ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from asgiref.sync import async_to_sync
@@ -96,6 +97,10 @@ def _schedule(groups: Mapping[str, dict]) -> None:
 def _send(groups: Mapping[str, dict]) -> None:
     if not groups:
         return
+    # `at`: after the change committed, so a viewer's read that started later sees it; the
+    # viewers of one process may then share such a read (runs.consumers).
+    at = time.time()
+    groups = {group: {**message, "at": at} for group, message in groups.items()}
     try:
         layer = get_channel_layer()
         if layer is None:

@@ -502,6 +502,36 @@ async def test_a_finished_job_with_a_long_log_sends_its_final_state_after_every_
 # -- wake-ups -----------------------------------------------------------------------------------
 
 
+async def test_viewers_of_one_job_woken_by_one_change_share_one_read(monkeypatch):
+    # Polling out of reach: each round of reads below comes from one wake-up.
+    monkeypatch.setattr(consumers, "POLL_SECONDS", 60)
+    reads: list[int] = []
+    real_read_log = consumers.read_log
+
+    def counted(job_id: int, start: int, max_lines: int) -> consumers.LogPiece:
+        reads.append(start)
+        return real_read_log(job_id, start, max_lines)
+
+    monkeypatch.setattr(consumers, "read_log", counted)
+    job, token = await sync_to_async(running_job)("open", public=True)
+    viewers = [await connect() for _ in range(8)]
+    for viewer in viewers:
+        await viewer.send_json_to({"subscribe": "job", "job": job.id})
+        assert (await viewer.receive_json_from(timeout=5))["type"] == "job"
+    for viewer in viewers:
+        await viewer.receive_nothing(timeout=0.1)  # the first reads are done
+    reads.clear()
+
+    await sync_to_async(write_lines)(job.id, token, ["shared"])
+    for viewer in viewers:
+        assert texts(await receive_lines(viewer, job.id, 0, 1)) == ["shared"]
+    # Eight viewers, one wake-up: the log from line 0 was read once (once more at most, when
+    # a viewer's read began before the wake-up was stamped), not eight times.
+    assert 1 <= reads.count(0) <= 2, reads
+    for viewer in viewers:
+        await viewer.disconnect()
+
+
 @pytest.mark.parametrize("layers", [MEMORY_LAYER, REDIS_LAYER], ids=["memory", "redis"])
 async def test_a_wake_up_through_the_channel_layer_beats_the_poll(layers, monkeypatch):
     # With polling pushed out of reach, only the layer's message can bring the line in time.
@@ -586,9 +616,12 @@ async def test_one_transaction_sends_one_wake_up_per_group_and_only_after_commit
             pass
 
     await sync_to_async(many_changes)(False)
+    before_commit = time.time()
     await sync_to_async(many_changes)(True)
     message = await asyncio.wait_for(layer.receive(channel), 5)
+    sent_at = message.pop("at")
     assert message == {"type": "live.changed", "kind": "job", "id": 5}
+    assert before_commit <= sent_at <= time.time()  # stamped when sent, after the commit
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(layer.receive(channel), 0.5)
 
