@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 INGEST_WORKFLOW = """\
@@ -74,12 +75,22 @@ def noisy_workflow(python: str) -> str:
     )
 
 
+def step_python() -> str:
+    """A Python the noisy step can run on the host (local executor). The printer needs only the
+    standard library, so the interpreter behind the benchmarks' venv will do; the venv itself
+    may not: the local executor's sandbox gives each job its own /tmp, which hides a fresh
+    clone's venv under /tmp (seen: the job failed at once)."""
+    base = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
+    for candidate in (base, "/usr/bin/python3"):
+        if not candidate.startswith("/tmp/") and os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
 def workflow_files() -> dict[str, str]:
-    # The step runs on the host (local executor): the interpreter running the benchmarks is
-    # there for sure, whatever else the machine has.
     return {
         ".cicd/workflows/ingest.yml": INGEST_WORKFLOW,
         ".cicd/workflows/echo.yml": ECHO_WORKFLOW,
-        ".cicd/workflows/noisy.yml": noisy_workflow(sys.executable),
+        ".cicd/workflows/noisy.yml": noisy_workflow(step_python()),
         "README.md": "Pushed to by the cicd benchmarks.\n",
     }
