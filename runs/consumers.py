@@ -403,7 +403,7 @@ class _SharedReads:
 
     async def get(self, key: tuple, fresh_after: float, function: Any, *args: Any) -> Any:
         entry = self._entries.get(key)
-        if entry is None or entry[0] < fresh_after:
+        if entry is None or entry[0] < fresh_after or _failed(entry[1]):
             self._sweep()
             started = time.time()
             future = asyncio.ensure_future(_database(function)(*args))
@@ -419,6 +419,11 @@ class _SharedReads:
         for key, (started, future) in list(self._entries.items()):
             if future.done() and started < old:
                 del self._entries[key]
+
+
+def _failed(future: asyncio.Future) -> bool:
+    """A read that failed (the database restarting) is not shared on: the next caller retries."""
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 _shared_by_loop: dict[asyncio.AbstractEventLoop, _SharedReads] = {}

@@ -502,6 +502,24 @@ async def test_a_finished_job_with_a_long_log_sends_its_final_state_after_every_
 # -- wake-ups -----------------------------------------------------------------------------------
 
 
+async def test_a_failed_shared_read_is_retried_by_the_next_viewer_not_shared():
+    calls: list[int] = []
+
+    def flaky(job_id: int) -> int:
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise ConnectionError("the database is restarting")
+        return job_id
+
+    shared = consumers._shared_reads()
+    fresh_after = time.time()
+    with pytest.raises(ConnectionError):
+        await shared.get(("flaky", 7), fresh_after, flaky, 7)
+    assert await shared.get(("flaky", 7), fresh_after, flaky, 7) == 7
+    assert await shared.get(("flaky", 7), fresh_after, flaky, 7) == 7  # this one is shared
+    assert calls == [7, 7]
+
+
 async def test_viewers_of_one_job_woken_by_one_change_share_one_read(monkeypatch):
     # Polling out of reach: each round of reads below comes from one wake-up.
     monkeypatch.setattr(consumers, "POLL_SECONDS", 60)
