@@ -18,13 +18,12 @@ from urllib.parse import quote
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from runners.artifacts import ArtifactError, ArtifactInfo
 from runs.models import Artifact, Job, Run
-from runs.states import State
 from runs.storage import BlobStorageError, open_blob, store_blob
 
 ZIP_CHUNK = 256 * 1024
@@ -76,7 +75,7 @@ class DatabaseArtifactStore:
         size: int,
         retention_days: int | None,
     ) -> ArtifactInfo:
-        from runs.execution import StaleToken
+        from runs.execution import fenced  # it imports this module
 
         job = self.job
         existing = Artifact.objects.filter(run_id=job.run_id, attempt=job.attempt, name=name)
@@ -88,12 +87,7 @@ class DatabaseArtifactStore:
             settings.CICD_ARTIFACT_MAX_RETENTION_DAYS,
         )
         try:
-            with transaction.atomic():
-                held = Job.objects.select_for_update().filter(
-                    id=self.job_id, state=State.RUNNING, lease_token=self.token
-                )
-                if not held.exists():
-                    raise StaleToken(f"job {self.job_id} is no longer held with this token")
+            with fenced(self.job_id, self.token):
                 artifact = Artifact.objects.create(
                     run_id=job.run_id,
                     attempt=job.attempt,

@@ -40,7 +40,6 @@ from pipelines.triggers import BRANCH_PREFIX
 from runners.artifacts import human_size
 from runners.caches import CacheError, CacheHit
 from runs.models import CacheCounter, CacheEntry, Job, Run
-from runs.states import State
 from runs.storage import open_blob, store_blob
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class DatabaseCacheStore:
             raise CacheError(f"cache entry {hit.key!r} cannot be read from storage") from None
 
     def save(self, key: str, version: str, archive: BinaryIO, size: int) -> bool:
-        from runs.execution import StaleToken
+        from runs.execution import fenced  # it imports this module
 
         _check_key(key)
         _check_version(version)
@@ -187,12 +186,7 @@ class DatabaseCacheStore:
         blob = store_blob(archive, error=CacheError)
         self._check_size(key, blob.size)
         try:
-            with transaction.atomic():
-                held = Job.objects.select_for_update().filter(
-                    id=self.job_id, state=State.RUNNING, lease_token=self.token
-                )
-                if not held.exists():
-                    raise StaleToken(f"job {self.job_id} is no longer held with this token")
+            with fenced(self.job_id, self.token):
                 entry = CacheEntry.objects.create(
                     repository_id=run.repository_id,
                     scope=scope,

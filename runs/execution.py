@@ -391,16 +391,22 @@ class DatabaseSink:
         with self._fenced():
             pass
 
-    @contextlib.contextmanager
-    def _fenced(self) -> Iterator[None]:
-        """One transaction that first checks, with the job row locked, that we still hold it."""
-        with transaction.atomic():
-            held = Job.objects.select_for_update().filter(
-                id=self.job_id, state=State.RUNNING, lease_token=self.token
-            )
-            if not held.exists():
-                raise StaleToken(f"job {self.job_id} is no longer held with this token")
-            yield
+    def _fenced(self) -> contextlib.AbstractContextManager[None]:
+        return fenced(self.job_id, self.token)
+
+
+@contextlib.contextmanager
+def fenced(job_id: int, token: str) -> Iterator[None]:
+    """One transaction that first checks, with the job row locked, that the worker still holds
+    the job with `token`: every write of a running job (log lines, artifacts, caches) goes
+    through it, so a worker that lost its job writes nothing more. StaleToken otherwise."""
+    with transaction.atomic():
+        held = Job.objects.select_for_update().filter(
+            id=job_id, state=State.RUNNING, lease_token=token
+        )
+        if not held.exists():
+            raise StaleToken(f"job {job_id} is no longer held with this token")
+        yield
 
 
 def _stored_lines(events: Sequence[LogEvent]) -> list[list]:
