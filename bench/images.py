@@ -2,7 +2,8 @@
 
 `cicd-bench/busybox:1` is a root file system holding Debian's static busybox (`busybox-static`,
 at /bin/busybox, which bin/bench installs) and one symlink per applet, imported with
-`docker import` (the approach of tests/runners/images.py). It is built only when missing.
+`docker import`. It is built only when missing; the Docker tests build theirs from the same
+root file system (tests/runners/images.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def ensure_busybox_image() -> str:
         pass
     repository, tag = IMAGE.split(":")
     client.api.import_image_from_data(
-        _busybox_rootfs(),
+        busybox_rootfs(),
         repository=repository,
         tag=tag,
         changes=["ENV PATH=/usr/local/bin:/usr/bin:/bin"],
@@ -37,9 +38,12 @@ def ensure_busybox_image() -> str:
     return IMAGE
 
 
-def _busybox_rootfs() -> bytes:
+def busybox_rootfs() -> bytes:
+    """A tar of a minimal root file system around the host's static busybox."""
     if not HOST_BUSYBOX.exists():
-        raise RuntimeError(f"{HOST_BUSYBOX} is missing: install busybox-static (bin/bench does)")
+        raise RuntimeError(
+            f"{HOST_BUSYBOX} is missing: install busybox-static (bin/test and bin/bench do)"
+        )
     listing = subprocess.run(
         [str(HOST_BUSYBOX), "--list-full"], check=True, capture_output=True, text=True
     ).stdout.split()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import subprocess
 import tarfile
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import docker
 from docker.errors import ImageNotFound
 
+from bench.images import busybox_rootfs
 from runners.events import CancelToken, JobResult, RecordingSink
 from runners.spec import JobSpec
 
@@ -31,7 +31,6 @@ BUSYBOX_IMAGE = "cicd-test/busybox:1"
 WEB_IMAGE = "cicd-test/web:1"
 SLOW_WEB_IMAGE = "cicd-test/web-slow:1"
 WEB_PAGE = "hello from the web service\n"
-HOST_BUSYBOX = Path("/bin/busybox")
 
 _lock = threading.Lock()
 
@@ -49,7 +48,7 @@ def ensure_busybox_image(client: docker.DockerClient) -> str:
             return BUSYBOX_IMAGE
         repository, tag = BUSYBOX_IMAGE.split(":")
         client.api.import_image_from_data(
-            _busybox_rootfs(),
+            busybox_rootfs(),
             repository=repository,
             tag=tag,
             changes=["ENV PATH=/usr/local/bin:/usr/bin:/bin"],
@@ -124,44 +123,6 @@ def _exists(client: docker.DockerClient, name: str) -> bool:
     except ImageNotFound:
         return False
     return True
-
-
-def _busybox_rootfs() -> bytes:
-    if not HOST_BUSYBOX.exists():
-        raise RuntimeError(f"{HOST_BUSYBOX} is missing: install busybox-static (bin/test does)")
-    listing = subprocess.run(
-        [str(HOST_BUSYBOX), "--list-full"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    now = int(time.time())
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for directory, mode in (
-            ("bin", 0o755),
-            ("sbin", 0o755),
-            ("usr", 0o755),
-            ("usr/bin", 0o755),
-            ("usr/sbin", 0o755),
-            ("usr/local", 0o755),
-            ("usr/local/bin", 0o755),
-            ("etc", 0o755),
-            ("root", 0o700),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("var/run", 0o755),
-        ):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
-            tar.addfile(info)
-        tar.add(str(HOST_BUSYBOX), arcname="bin/busybox")
-        for path in sorted(set(listing)):
-            if path == "bin/busybox":
-                continue  # a symlink to itself would replace the binary
-            info = tarfile.TarInfo(path)
-            info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "/bin/busybox", now
-            tar.addfile(info)
-        _add(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
-        _add(tar, "etc/group", b"root:x:0:\n")
-    return archive.getvalue()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
+from django.core.files.storage import storages
 
 from runs.claims import claim_job
 from runs.models import Job, Organisation, Repository, Run
@@ -19,6 +21,21 @@ def repository(db) -> Repository:
     return Repository.objects.create(
         organisation=organisation, slug="widgets", clone_url="/srv/git/widgets.git"
     )
+
+
+@pytest.fixture
+def blob_dir(tmp_path, settings) -> Path:
+    """Blob storage of the test's own (artifacts, caches; pruning walks all of it)."""
+    location = tmp_path / "blobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location)},
+        },
+    }
+    assert Path(storages["blobs"].location) == location
+    return location
 
 
 def start_run(repository: Repository, source: str, **overrides) -> Run:

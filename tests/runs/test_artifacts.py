@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.storage import storages
 
 from runners.executor import LOCAL, RunnerConfig
 from runs.execution import execute
@@ -57,20 +55,6 @@ jobs:
           path: all
       - run: ls all | sort | tr '\\n' ' '
 """
-
-
-@pytest.fixture
-def blob_dir(tmp_path, settings) -> Path:
-    location = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    assert Path(storages["blobs"].location) == location
-    return location
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ import tarfile
 import threading
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.storage import storages
 from django.db import connection
 from django.utils import timezone
 
@@ -44,20 +42,6 @@ jobs:
 VERSION = "a" * 64
 OTHER_VERSION = "b" * 64
 MAIN = "refs/heads/main"
-
-
-@pytest.fixture
-def blob_dir(tmp_path, settings) -> Path:
-    location = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    assert Path(storages["blobs"].location) == location
-    return location
 
 
 def running_job(

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.core.files.storage import storages
 from django.core.management import call_command
 from django.db import connection
 
@@ -47,21 +46,6 @@ jobs:
     steps:
       - run: echo build
 """
-
-
-@pytest.fixture
-def blob_dir(tmp_path, settings) -> Path:
-    """Blob storage of the test's own: pruning walks all of it."""
-    location = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location)},
-        },
-    }
-    assert Path(storages["blobs"].location) == location
-    return location
 
 
 @pytest.fixture
