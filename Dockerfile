@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CICD_PORT=8000
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git bubblewrap \
+    && apt-get install -y --no-install-recommends git bubblewrap haproxy \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -20,6 +20,8 @@ COPY cicd ./cicd
 COPY pipelines ./pipelines
 COPY runs ./runs
 COPY runners ./runners
+COPY webhooks ./webhooks
+COPY deployments ./deployments
 COPY templates ./templates
 COPY static ./static
 COPY manage.py ./

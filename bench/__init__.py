@@ -14,6 +14,7 @@ Each benchmark is a module with `run(context)` returning its figures:
     throughput  trivial jobs finished per second; scheduler dispatch rate alone
     biglog      a 1,000,000-line log: job page, raw log, the whole log over the WebSocket
     livelogs    one job printing fast, watched by 1, 10 and 100 WebSocket viewers
+    deploy      cicd/deploy by each strategy under load (no server: the engine, Docker, HAProxy)
 
 Nothing here imports Django: the harness is a client of the system, as a git host or a browser
 is; it reads results with plain SQL and sets data up through `cicd manage shell`. `--smoke` runs

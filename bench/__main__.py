@@ -21,14 +21,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import biglog, ingest, latency, livelogs, memory, throughput
+from bench import biglog, deploy, ingest, latency, livelogs, memory, throughput
 from bench.report import ROOT, Figure, Report
 from bench.system import BenchError, Services, System, SystemSpec
 
-BENCHMARKS = ("ingest", "latency", "throughput", "livelogs", "memory", "biglog")
+BENCHMARKS = ("ingest", "latency", "throughput", "livelogs", "memory", "biglog", "deploy")
 # The scaled setup with its default worker count: the memory figures are per process, and every
 # figure that is not about throughput shares it. Throughput's own has two job workers.
 SCALED = SystemSpec("postgres", executor="local")
@@ -62,18 +62,21 @@ PARTS = (
     Part("latency", "Docker executor", docker_spec, latency.run_docker),
     Part("throughput", "embedded", EMBEDDED, throughput.run_system),
     Part("throughput", "dispatch", None, throughput.run_dispatch),
+    Part("deploy", "deploy", None, deploy.run),
 )
 
 
 @dataclass
 class Context:
-    """What a lane of parts shares: the mode, a scratch directory, the services, and the one
-    system it runs at a time."""
+    """What a lane of parts shares: the mode, a scratch directory, the services, the one
+    system it runs at a time, and what a part that runs no system asks to be removed when the
+    lane stops before it could (an interrupted deployment benchmark's services)."""
 
     smoke: bool
     scratch: Path
     services: Services
     running: System | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def system(self, spec: SystemSpec) -> System:
         if self.running is not None and self.running.spec == spec:
@@ -86,6 +89,12 @@ class Context:
         return system
 
     def stop(self) -> None:
+        while self.cleanups:
+            cleanup = self.cleanups.pop()
+            try:
+                cleanup()
+            except Exception as error:  # the others must still run
+                log(f"cleanup failed: {error}")
         if self.running is not None:
             running, self.running = self.running, None
             running.stop()

@@ -3,7 +3,8 @@
 `cicd-bench/busybox:1` is a root file system holding Debian's static busybox (`busybox-static`,
 at /bin/busybox, which bin/bench installs) and one symlink per applet, imported with
 `docker import`. It is built only when missing; the Docker tests build theirs from the same
-root file system (tests/runners/images.py).
+root file system (tests/runners/images.py); the deployment benchmark's and tests' application
+images are built on it (bench/deployapp.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
 
 IMAGE = "cicd-bench/busybox:1"
 HOST_BUSYBOX = Path("/bin/busybox")
 
 
-def ensure_busybox_image() -> str:
+def ensure_busybox_image(client: docker.DockerClient | None = None) -> str:
+    """Import IMAGE when missing (with the local engine's client unless one is given)."""
     import docker
     from docker.errors import ImageNotFound
 
-    client = docker.from_env()
+    client = client if client is not None else docker.from_env()
     try:
         client.api.inspect_image(IMAGE)
         return IMAGE

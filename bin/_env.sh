@@ -83,6 +83,13 @@ ensure_docker() {
   exit 1
 }
 
+# HAProxy: the load balancer `cicd/deploy` puts in front of the replicas it runs (runners.deploy).
+ensure_haproxy() {
+  if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then return; fi
+  echo "==> installing haproxy (deployment tests)" >&2
+  apt_install haproxy
+}
+
 stop_dockerd() {
   if [ -z "${DOCKERD_PID:-}" ]; then return 0; fi
   kill -TERM "$DOCKERD_PID" 2>/dev/null || return 0

@@ -44,6 +44,12 @@ def _schedule_periodic_tasks(sender: Celery, **_: object) -> None:
         name="start scheduled runs",
         expires=settings.CICD_SCHEDULE_TICK_SECONDS,
     )
+    sender.add_periodic_task(
+        settings.CICD_GATE_SWEEP_SECONDS,
+        sender.signature("deployments.tasks.sweep"),
+        name="release jobs whose wait timer ran out; fail deployments whose worker died",
+        expires=settings.CICD_GATE_SWEEP_SECONDS,
+    )
     retention_seconds = settings.CICD_RETENTION_INTERVAL_MINUTES * 60
     sender.add_periodic_task(
         retention_seconds,

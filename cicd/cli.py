@@ -1,9 +1,9 @@
 """The `cicd` command.
 
 `cicd validate` is pure (no settings, no database) so that it works in any checkout; so are the
-API client commands of `cicd.client` (login, runs, run, logs, cancel, rerun, dispatch). The
-server-side subcommands set Django up first and report configuration errors in one line, not a
-traceback.
+API client commands of `cicd.client` (login, runs, run, logs, cancel, rerun, dispatch, approve,
+reject, environments, deployments, rollback). The server-side subcommands set Django up first
+and report configuration errors in one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("manage", help="run a Django management command (cicd manage migrate)")
 
-    client.add_parsers(commands)  # login, runs, run, logs, cancel, rerun, dispatch
+    client.add_parsers(commands)  # login, runs, run, logs, cancel, rerun, dispatch, approve...
     return parser
 
 

@@ -1,5 +1,5 @@
 """The `cicd` commands that talk to a server through its JSON API: login, runs list, run show,
-logs [--follow], cancel, rerun, dispatch.
+logs [--follow], cancel, rerun, dispatch; approve, reject, environments, deployments, rollback.
 
 Standard library only, and no Django: these run on any machine with the package installed. The
 server and token come from --server/--token, else CICD_SERVER/CICD_TOKEN, else the file `cicd
@@ -41,7 +41,20 @@ RETRY_FOR_SECONDS = 300
 RETRY_FIRST_DELAY = 0.25
 RETRY_MAX_DELAY = 5.0
 SUCCESSFUL_ENDINGS = {"success", "skipped"}
-COMMANDS = ("login", "runs", "run", "logs", "cancel", "rerun", "dispatch")
+COMMANDS = (
+    "login",
+    "runs",
+    "run",
+    "logs",
+    "cancel",
+    "rerun",
+    "dispatch",
+    "approve",
+    "reject",
+    "environments",
+    "deployments",
+    "rollback",
+)
 
 
 # -------------------------------------------------------------------------------- errors
@@ -290,6 +303,52 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     dispatch.add_argument("--request-id", help="makes a retried dispatch return the same run")
 
+    approve = commands.add_parser(
+        "approve",
+        help="approve a job waiting at an environment",
+        parents=[connection],
+        description="Approve a job waiting at an environment's rules (you must be one of its "
+        "reviewers). The job is queued once every rule holds.",
+    )
+    approve.add_argument("job_id", type=int, metavar="JOB_ID")
+    approve.add_argument("-m", "--comment", default="", help="a comment for the audit log")
+
+    reject = commands.add_parser(
+        "reject",
+        help="reject a job waiting at an environment; it fails with your comment",
+        parents=[connection],
+    )
+    reject.add_argument("job_id", type=int, metavar="JOB_ID")
+    reject.add_argument("-m", "--comment", required=True, help="why (the job fails with it)")
+
+    environments = commands.add_parser(
+        "environments", help="list a repository's environments", parents=[connection]
+    )
+    environments.add_argument("repository", help="organisation/repository")
+
+    deployments = commands.add_parser(
+        "deployments", help="an environment's deployments, newest first", parents=[connection]
+    )
+    deployments.add_argument("repository", help="organisation/repository")
+    deployments.add_argument("environment", help="the environment's name")
+    deployments.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+    deployments.add_argument(
+        "--after", type=int, help="the deployment id printed for the next page"
+    )
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="redeploy an environment's previous successful version",
+        parents=[connection],
+        description="Roll the environment back to its previous successful version (the latest "
+        "successful deployment of another image), with that deployment's inputs.",
+    )
+    rollback.add_argument("repository", help="organisation/repository")
+    rollback.add_argument("environment", help="the environment's name")
+    rollback.add_argument(
+        "--skip-analysis", action="store_true", help="no analysis and no pauses between steps"
+    )
+
 
 def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run a client subcommand; print errors as the server gave them, never a traceback."""
@@ -311,6 +370,11 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
             "cancel": cancel_command,
             "rerun": rerun_command,
             "dispatch": dispatch_command,
+            "approve": review_command,
+            "reject": review_command,
+            "environments": environments_command,
+            "deployments": deployments_command,
+            "rollback": rollback_command,
         }[command]
         return handler(client, args, out=out, err=err)
     except ClientError as error:
@@ -456,6 +520,137 @@ def dispatch_command(client: Client, args: argparse.Namespace, *, out: TextIO, e
     run = client.post(f"repos/{_segment(organisation)}/{_segment(repository)}/dispatches", body)
     print(f"run {run['id']} ({run['repository']} #{run['number']}): {run['state']}", file=out)
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- environments
+
+
+def review_command(client: Client, args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    """`cicd approve` and `cicd reject`."""
+    answer = client.post(f"jobs/{args.job_id}/{args.command}", {"comment": args.comment})
+    job, gate = answer["job"], answer["gate"]
+    verb = "approved" if args.command == "approve" else "rejected"
+    print(
+        f"job {job['id']} ({job['name']}) at {gate['environment']}: {verb}; the job is "
+        f"{job['state']}",
+        file=out,
+    )
+    if job["state"] == "waiting":
+        approvals = [a for a in gate["approvals"] if a["decision"] == "approved"]
+        print(
+            f"still waiting: {len(approvals)} approval(s) so far; it may also wait for the "
+            f"environment's wait timer (until {_when(gate['wait_until'])})",
+            file=err,
+        )
+    elif job["state"] == "failure" and job.get("error"):
+        print(job["error"], file=err)
+    return EXIT_OK
+
+
+def environments_command(
+    client: Client, args: argparse.Namespace, *, out: TextIO, err: TextIO
+) -> int:
+    answer = client.get(f"{_repository_path(args.repository)}/environments")
+    rows = []
+    for environment in answer["environments"]:
+        current = environment["current"]
+        rules = environment["rules"]
+        rows.append(
+            [
+                environment["name"],
+                _version(current) if current else "-",
+                _rules_text(rules),
+                str(environment["waiting"]),
+                f"#{environment['lock']['deployment']}" if environment["lock"] else "-",
+                environment["url"] or "-",
+            ]
+        )
+    if not rows:
+        print("no environments (a job with `environment:` creates its own)", file=err)
+        return EXIT_OK
+    _table(["ENVIRONMENT", "CURRENT", "RULES", "WAITING", "DEPLOYING", "URL"], rows, out)
+    return EXIT_OK
+
+
+def deployments_command(
+    client: Client, args: argparse.Namespace, *, out: TextIO, err: TextIO
+) -> int:
+    path = f"{_repository_path(args.repository)}/environments/{_segment(args.environment)}"
+    answer = client.get(f"{path}/deployments", {"limit": args.limit, "after": args.after})
+    rows = [
+        [
+            str(deployment["id"]),
+            deployment["state"],
+            deployment["strategy"],
+            _version(deployment),
+            (
+                f"rollback of #{deployment['rollback_of']}"
+                if deployment["rollback_of"]
+                else f"run #{deployment['run_number']}"
+                if deployment["run_number"]
+                else "-"
+            ),
+            deployment["triggered_by"] or "-",
+            _when(deployment.get("started_at") or deployment.get("created_at")),
+            _duration(deployment.get("duration_seconds")),
+            deployment["reason"].splitlines()[0][:60] if deployment["reason"] else "",
+        ]
+        for deployment in answer["deployments"]
+    ]
+    if not rows:
+        print(f"no deployments to {args.environment}", file=err)
+        return EXIT_OK
+    _table(
+        ["ID", "STATE", "STRATEGY", "VERSION", "FROM", "BY", "STARTED", "TOOK", "REASON"],
+        rows,
+        out,
+    )
+    if answer.get("next"):
+        print(f"more: add --after {answer['next']}", file=err)
+    return EXIT_OK
+
+
+def rollback_command(client: Client, args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    path = f"{_repository_path(args.repository)}/environments/{_segment(args.environment)}"
+    deployment = client.post(f"{path}/rollback", {"skip_analysis": args.skip_analysis})[
+        "deployment"
+    ]
+    print(
+        f"deployment {deployment['id']}: rolling {deployment['environment']} back to "
+        f"{_version(deployment)} (the version of deployment #{deployment['rollback_of']}): "
+        f"{deployment['state']}",
+        file=out,
+    )
+    print(
+        f"follow it with: cicd deployments {args.repository} {args.environment}",
+        file=err,
+    )
+    return EXIT_OK
+
+
+def _repository_path(full_name: str) -> str:
+    organisation, slash, repository = full_name.partition("/")
+    if not slash or not organisation or not repository or "/" in repository:
+        raise UsageError(f"the repository must be organisation/repository, not {full_name!r}")
+    return f"repos/{_segment(organisation)}/{_segment(repository)}"
+
+
+def _version(deployment: Mapping[str, Any]) -> str:
+    digest = deployment.get("image_digest") or ""
+    sha = (deployment.get("sha") or "")[:7]
+    shown = digest[:19] if digest else deployment.get("image") or "?"
+    return f"{shown} ({sha})" if sha else shown
+
+
+def _rules_text(rules: Mapping[str, Any]) -> str:
+    parts = []
+    if rules["required_approvals"]:
+        parts.append(f"{rules['required_approvals']} approval(s)")
+    if rules["allowed_refs"]:
+        parts.append("refs " + ",".join(rules["allowed_refs"]))
+    if rules["wait_timer_minutes"]:
+        parts.append(f"wait {rules['wait_timer_minutes']}m")
+    return "; ".join(parts) or "none"
 
 
 # ---------------------------------------------------------------------------------- logs

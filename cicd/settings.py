@@ -323,6 +323,14 @@ CICD_LOG_RETENTION_DAYS = env_int("CICD_LOG_RETENTION_DAYS", 30, minimum=1)
 CICD_WORKSPACE_ORPHAN_HOURS = env_float("CICD_WORKSPACE_ORPHAN_HOURS", 24.0, minimum=0.01)
 CICD_BLOB_PRUNE_GRACE_MINUTES = env_float("CICD_BLOB_PRUNE_GRACE_MINUTES", 60.0, minimum=0.0)
 CICD_RETENTION_INTERVAL_MINUTES = env_float("CICD_RETENTION_INTERVAL_MINUTES", 60.0, minimum=1.0)
+# Environments and deployments (SPEC 9). Beat re-checks the jobs waiting at an environment (wait
+# timers) and fails deployments whose worker died every CICD_GATE_SWEEP_SECONDS. A deployment
+# holds its environment's lock as a lease of CICD_DEPLOY_LOCK_SECONDS, renewed every third of it:
+# a worker that dies frees the environment that long after its last renewal. The deployment
+# engine keeps its HAProxy configurations and state under CICD_DEPLOY_DIR.
+CICD_GATE_SWEEP_SECONDS = env_float("CICD_GATE_SWEEP_SECONDS", 5.0, minimum=0.1)
+CICD_DEPLOY_LOCK_SECONDS = env_float("CICD_DEPLOY_LOCK_SECONDS", 60.0, minimum=1.0)
+CICD_DEPLOY_DIR = CICD_DATA_DIR / "deploy"
 # /metrics answers staff users (session or bearer token); public when this is true (it names
 # repositories and workers, so only where the network is trusted).
 CICD_METRICS_PUBLIC = env_bool("CICD_METRICS_PUBLIC", False)
@@ -342,6 +350,7 @@ INSTALLED_APPS = [
     "runs",
     "runners",
     "webhooks",
+    "deployments",
 ]
 
 MIDDLEWARE = [

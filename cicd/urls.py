@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("runs.api_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("settings/tokens/", tokens_page, name="tokens"),
+    path("", include("deployments.urls")),
     # Last: the pages, whose /<organisation>/<repository>/ paths would shadow anything after.
     path("", include("runs.urls")),
 ]

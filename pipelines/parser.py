@@ -79,6 +79,30 @@ ID_RULE = "must start with a letter or '_' and contain only letters, digits, '-'
 
 # Built-in actions and the `with` inputs each accepts (GitHub's documented inputs that cicd can
 # honour); the second set are the required ones.
+# The inputs of `uses: cicd/deploy`, in the order its messages list them (runners.deploy).
+DEPLOY_INPUTS = (
+    "image",
+    "service",
+    "replicas",
+    "port",
+    "listen",
+    "strategy",
+    "max-surge",
+    "canary-steps",
+    "step-pause",
+    "switch-back",
+    "health-path",
+    "health-timeout",
+    "max-error-rate",
+    "max-latency-ms",
+    "min-requests",
+    "prometheus-url",
+    "prometheus-query",
+    "prometheus-max",
+    "env",
+    "docker-host",
+    "skip-analysis",
+)
 BUILTIN_ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "actions/checkout": (
         frozenset(
@@ -130,6 +154,8 @@ BUILTIN_ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         ),
         frozenset(),
     ),
+    # cicd's own deployment action (runners.deploy), documented in the README.
+    "cicd/deploy": (frozenset(DEPLOY_INPUTS), frozenset({"image"})),
 }
 _BUILTIN_LIST = ", ".join(sorted(BUILTIN_ACTIONS))
 

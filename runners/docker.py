@@ -57,6 +57,7 @@ from runners.artifacts import (
 )
 from runners.caches import COPY_CHUNK, CacheError, CacheStore, TreeEntry
 from runners.checkout import prepare_checkout
+from runners.deploy import DeploymentRecorderFactory
 from runners.events import FAILURE, CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
 from runners.logs import DEFAULT_CAP_BYTES, LogLine
@@ -976,6 +977,8 @@ def run_docker_job(
     step_output_cap: int = DEFAULT_CAP_BYTES,
     artifacts: ArtifactStore | None = None,
     caches: CacheStore | None = None,
+    deployments: DeploymentRecorderFactory | None = None,
+    deploy_state_dir: Path | None = None,
 ) -> JobResult:
     """Run one job on the Docker executor and return its result (the sink saw everything)."""
     cancel = cancel or CancelToken()
@@ -1004,6 +1007,8 @@ def run_docker_job(
         step_output_cap=step_output_cap,
         artifacts=artifacts,
         caches=caches,
+        deployments=deployments,
+        deploy_state_dir=deploy_state_dir,
     )
     return driver.run()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from runners.artifacts import ArtifactStore
 from runners.caches import CacheStore
+from runners.deploy import DeploymentRecorderFactory
 from runners.events import CancelToken, EventSink, JobResult
 from runners.spec import JobSpec, ResourceLimits
 
@@ -29,6 +30,7 @@ class RunnerConfig:
     grace_seconds: float = 10.0
     step_output_cap: int = 10 * 1024 * 1024
     work_dir: Path = Path("/tmp/cicd-work")
+    deploy_dir: Path = Path("/tmp/cicd-deploy")  # cicd/deploy: each service's HAProxy and state
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunnerConfig:
@@ -45,6 +47,7 @@ class RunnerConfig:
             grace_seconds=settings.CICD_KILL_GRACE_SECONDS,
             step_output_cap=int(settings.CICD_STEP_OUTPUT_CAP_MB * 1024 * 1024),
             work_dir=Path(settings.CICD_WORK_DIR),
+            deploy_dir=Path(settings.CICD_DEPLOY_DIR),
         )
 
 
@@ -80,8 +83,10 @@ def run_job(
     executor: str | None = None,
     artifacts: ArtifactStore | None = None,
     caches: CacheStore | None = None,
+    deployments: DeploymentRecorderFactory | None = None,
 ) -> JobResult:
-    """Run one job to the end on the chosen executor; the sink sees every event."""
+    """Run one job to the end on the chosen executor; the sink sees every event.
+    `deployments`: the recorders of the job's environment, for cicd/deploy steps."""
     chosen = executor or choose_executor(config)
     if spec.limits == ResourceLimits():
         spec = dataclasses.replace(spec, limits=config.limits)
@@ -98,6 +103,8 @@ def run_job(
             step_output_cap=config.step_output_cap,
             artifacts=artifacts,
             caches=caches,
+            deployments=deployments,
+            deploy_state_dir=config.deploy_dir,
         )
     from runners.local import run_local_job
 
@@ -110,4 +117,6 @@ def run_job(
         step_output_cap=config.step_output_cap,
         artifacts=artifacts,
         caches=caches,
+        deployments=deployments,
+        deploy_state_dir=config.deploy_dir,
     )

@@ -39,6 +39,7 @@ def job_spec_for(
     secrets: Mapping[str, str] | None = None,
     checkout: CheckoutSource | None = None,
     display_name: str | None = None,
+    environment: str = "",
 ) -> JobSpec:
     """The spec of one job instance (one matrix combination) of a workflow run.
 
@@ -71,6 +72,7 @@ def job_spec_for(
         default_working_directory=(
             job.defaults.working_directory or workflow.defaults.working_directory
         ),
+        environment=environment,
     )
 
 

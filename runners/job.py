@@ -8,10 +8,12 @@ check out the repository, and clean up.
 Local composite actions (`uses: ./path`) run their steps through the same `_run_step` inside the
 step that uses them, with a `_JobState` of their own (see `_run_local_action`).
 
-The built-in actions run here too: checkout, upload/download-artifact (runners.artifacts) and the
-cache actions (runners.caches). `actions/cache` owes a save at the end of the job: after the last
-step, before the backend closes, the driver runs those saves (GitHub's post steps), newest
-first. `hashFiles()` works in every step-level expression, over the workspace at that moment.
+The built-in actions run here too: checkout, upload/download-artifact (runners.artifacts), the
+cache actions (runners.caches) and `cicd/deploy` (runners.deploy: the deployment runs in the
+worker process and reports to the recorder of the job's environment). `actions/cache` owes a
+save at the end of the job: after the last step, before the backend closes, the driver runs
+those saves (GitHub's post steps), newest first. `hashFiles()` works in every step-level
+expression, over the workspace at that moment.
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ from runners.composite import (
     is_local_action,
     load_local_action,
 )
+from runners.deploy import CANCELLED as DEPLOY_CANCELLED
+from runners.deploy import (
+    DEPLOY_ACTION,
+    DEPLOY_INPUTS,
+    DeployError,
+    DeploymentRecorderFactory,
+    deploy,
+    parse_deploy_inputs,
+    service_url,
+)
+from runners.deploy import SUCCESS as DEPLOY_SUCCESS
 from runners.events import (
     CANCELLED,
     FAILURE,
@@ -184,6 +197,10 @@ class JobDriver:
     artifacts: ArtifactStore | None = None
     # Where the cache actions look up and save entries; None: steps using them fail.
     caches: CacheStore | None = None
+    # cicd/deploy: the recorder of a deployment to an environment, and where the engine keeps
+    # each service's HAProxy and state (runners.deploy); None: deploy steps fail.
+    deployments: DeploymentRecorderFactory | None = None
+    deploy_state_dir: Path | None = None
 
     def run(self) -> JobResult:
         spec = self.spec
@@ -383,11 +400,13 @@ class JobDriver:
             return self._artifact_step(step, contexts, action)
         if action in CACHE_ACTIONS:
             return self._cache_step(step, state, contexts, action)
+        if action == DEPLOY_ACTION:
+            return self._deploy_step(step, state, contexts, job_deadline)
         message = (
             f"'{step.uses}' is not available on this server yet: only actions/checkout, "
             "actions/upload-artifact, actions/download-artifact, actions/cache (and "
-            "actions/cache/restore, actions/cache/save) and local composite actions (./path) "
-            "run in this version"
+            "actions/cache/restore, actions/cache/save), cicd/deploy and local composite actions "
+            "(./path) run in this version"
         )
         self._system_line(step.index, f"Error: {message}")
         return FAILURE, None, message, {}, ""
@@ -458,6 +477,69 @@ class JobDriver:
             say(f"Error: {error}")
             return FAILURE, None, str(error), {}, ""
         return SUCCESS, 0, "", outputs, ""
+
+    def _deploy_step(
+        self, step: StepSpec, state: _JobState, contexts: dict[str, Any], job_deadline: float
+    ) -> tuple[str, int | None, str, dict[str, str], str]:
+        """cicd/deploy (runners.deploy): deploys to the job's environment from this process
+        (the job's container, if any, only waits). The step fails unless the deployment
+        succeeded; its outputs say how it ended either way."""
+        with_args = {k: self._render_value(v, contexts) for k, v in step.with_args.items()}
+
+        def say(text: str) -> None:
+            self._system_line(step.index, text)
+
+        unexpected = [name for name in with_args if name not in DEPLOY_INPUTS]
+        if unexpected:
+            shown = ", ".join(repr(name) for name in unexpected)
+            say(f"Warning: Unexpected input(s) {shown}, valid inputs are {list(DEPLOY_INPUTS)}")
+        environment = self.spec.environment
+        try:
+            if not environment:
+                raise DeployError(
+                    f"{DEPLOY_ACTION} deploys to the job's environment: give the job one "
+                    "(`environment: <name>`)"
+                )
+            if self.deployments is None or self.deploy_state_dir is None:
+                raise DeployError(f"{DEPLOY_ACTION} is not available where this job runs")
+            repository = to_string((contexts.get("github") or {}).get("repository"))
+            default_service = f"{repository}-{environment}" if repository else environment
+            request = parse_deploy_inputs(with_args, default_service=default_service)
+        except DeployError as error:
+            say(f"Error: {error}")
+            return FAILURE, None, str(error), {}, ""
+        deadline = self._step_deadline(step, contexts, job_deadline)
+        # As for a run step: one that starts after the cancel request runs to its end.
+        cancel = CancelToken() if self.cancel.cancelled else self.cancel
+        try:
+            recorder = self.deployments(environment)
+            result = deploy(
+                request,
+                recorder,
+                state_dir=self.deploy_state_dir,
+                cancel=cancel,
+                say=say,
+                deadline=deadline,
+            )
+        except Exception as error:  # the recorder's storage failed: the step fails, not the job
+            log.exception("cicd/deploy of job %s failed", self.spec.job_id)
+            say(f"Error: the deployment could not be recorded: {error}")
+            return FAILURE, None, f"the deployment could not be recorded: {error}", {}, ""
+        outputs = {
+            "outcome": result.outcome,
+            "image-digest": result.image_digest,
+            "url": service_url(request.listen),
+        }
+        if result.outcome == DEPLOY_SUCCESS:
+            return SUCCESS, 0, "", outputs, ""
+        if result.outcome == DEPLOY_CANCELLED:
+            return CANCELLED, None, result.reason or "cancelled", outputs, ""
+        message = f"deployment {result.outcome.replace('_', ' ')}: {result.reason}"
+        if time.monotonic() >= deadline:
+            if time.monotonic() >= job_deadline:
+                state.timed_out = True
+            return TIMED_OUT, None, message, outputs, ""
+        return FAILURE, None, message, outputs, ""
 
     def _save_caches(self, state: _JobState) -> None:
         """The saves the actions/cache steps owe (GitHub's post steps), newest step first: only

@@ -41,6 +41,7 @@ from typing import BinaryIO
 from runners.artifacts import ArtifactError, ArtifactStore, safe_extract
 from runners.caches import CacheStore, TreeEntry, walk_tree, write_tree_safely
 from runners.checkout import prepare_checkout
+from runners.deploy import DeploymentRecorderFactory
 from runners.events import CancelToken, EventSink, JobResult
 from runners.job import DEFAULT_PATH, CommandResult, JobDriver, JobSetupError
 from runners.logs import DEFAULT_CAP_BYTES
@@ -430,6 +431,8 @@ def run_local_job(
     step_output_cap: int = DEFAULT_CAP_BYTES,
     artifacts: ArtifactStore | None = None,
     caches: CacheStore | None = None,
+    deployments: DeploymentRecorderFactory | None = None,
+    deploy_state_dir: Path | None = None,
 ) -> JobResult:
     """Run one job on the local executor and return its result (the sink saw everything)."""
     backend = LocalBackend(spec, work_root, grace_seconds=grace_seconds, use_bwrap=use_bwrap)
@@ -441,6 +444,8 @@ def run_local_job(
         step_output_cap=step_output_cap,
         artifacts=artifacts,
         caches=caches,
+        deployments=deployments,
+        deploy_state_dir=deploy_state_dir,
     )
     return driver.run()
 

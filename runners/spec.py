@@ -88,3 +88,5 @@ class JobSpec:
     default_shell: str | None = None
     default_working_directory: str | None = None
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    # The job's `environment:` name as rendered ("" without one): where cicd/deploy deploys.
+    environment: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
+from deployments import api as deployments
 from runs import openapi
 from runs.api import caches, usage, views
 
@@ -21,7 +22,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/logs", views.job_logs, name="api-job-logs"),
     path("jobs/<int:job_id>/logs.txt", views.job_logs_text, name="api-job-logs-text"),
     path("jobs/<int:job_id>/cancel", views.cancel_job, name="api-job-cancel"),
-    path("jobs/<int:job_id>/approve", views.approve_job, name="api-job-approve"),
+    path("jobs/<int:job_id>/approve", deployments.approve_job, name="api-job-approve"),
+    path("jobs/<int:job_id>/reject", deployments.reject_job, name="api-job-reject"),
     path(
         "repos/<str:organisation>/<str:repository>/runs",
         views.repository_runs,
@@ -42,6 +44,27 @@ urlpatterns = [
         caches.delete_cache,
         name="api-repository-cache",
     ),
+    path(
+        "repos/<str:organisation>/<str:repository>/environments",
+        deployments.environments,
+        name="api-environments",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/environments/<str:name>",
+        deployments.environment_detail,
+        name="api-environment",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/environments/<str:name>/deployments",
+        deployments.environment_deployments,
+        name="api-environment-deployments",
+    ),
+    path(
+        "repos/<str:organisation>/<str:repository>/environments/<str:name>/rollback",
+        deployments.rollback,
+        name="api-environment-rollback",
+    ),
+    path("deployments/<int:deployment_id>", deployments.deployment_detail, name="api-deployment"),
     path("usage", usage.all_usage, name="api-usage"),
     path(
         "repos/<str:organisation>/<str:repository>/usage",

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
+from deployments.gates import passed_environment
+from deployments.service import JobDeployments
 from runners.events import CancelToken, JobResult, StepResult
 from runners.executor import RunnerConfig, run_job
 from runners.from_workflow import ServiceOptionsError, job_spec_for
@@ -109,10 +111,20 @@ def run_claimed_job(
         raise
     flusher = _LogFlusher(sink, cancel)
     flusher.start()
+    # A job that passed its environment's rules may deploy there (`uses: cicd/deploy`).
+    deployments = JobDeployments(job_id, token) if spec.environment else None
     try:
         artifacts = DatabaseArtifactStore(job_id, token)
         caches = DatabaseCacheStore(job_id, token)
-        result = run_job(spec, sink, config, cancel=cancel, artifacts=artifacts, caches=caches)
+        result = run_job(
+            spec,
+            sink,
+            config,
+            cancel=cancel,
+            artifacts=artifacts,
+            caches=caches,
+            deployments=deployments,
+        )
         flusher.stop()
         sink.flush()
     except StaleToken:
@@ -121,6 +133,8 @@ def run_claimed_job(
         return State.CANCELLED
     finally:
         flusher.stop()
+        if deployments is not None:
+            deployments.close()
         keeper.stop()
     conclusion = _conclusion(result, cancel)
     if not finish_job(
@@ -146,6 +160,14 @@ def _spec_for(job: Job) -> JobSpec:
         needs[need] = need_context(instances)
     strategy = definition.strategy
     contexts = run_contexts(run)
+    # Only a job that passed its environment's rules gets its variables and secrets. A job
+    # whose workflow names no environment never entered one: no query on the claim path.
+    environment = passed_environment(job) if definition.environment is not None else None
+    environment_name = environment.name if environment is not None else ""
+    if environment is not None:
+        contexts["vars"] = {
+            variable.name: variable.value for variable in environment.variables.all()
+        }
     contexts["github"]["job"] = job.workflow_job_id
     contexts |= {
         "needs": needs,
@@ -162,9 +184,10 @@ def _spec_for(job: Job) -> JobSpec:
         matrix=job.matrix,
         contexts=contexts,
         # A fork's pull request runs code nobody here reviewed: it gets no secrets.
-        secrets={} if run.from_fork else secrets_for(run.repository),
+        secrets={} if run.from_fork else secrets_for(run.repository, environment=environment_name),
         checkout=checkout_source(run.repository, run.sha, run.ref),
         display_name=job.name,
+        environment=environment_name,
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
+from deployments import api as deployments
+from deployments.models import Approval, Deployment, EnvironmentGate
 from runs.api import caches
 from runs.api.http import endpoint
 from runs.api.views import (
@@ -18,8 +20,8 @@ from runs.api.views import (
     DEFAULT_PAGE,
     MAX_LOG_LINES,
     MAX_PAGE,
-    NO_APPROVAL,
 )
+from runs.models import RepositoryRole
 from runs.states import State
 
 VERSION = "1.0.0"
@@ -301,6 +303,178 @@ SCHEMAS: dict[str, Any] = {
         required=["workflow"],
     ),
     "RerunRequest": _object({"failed_only": {"type": "boolean", "default": False}}, required=[]),
+    "ReviewRequest": _object(
+        {
+            "comment": {
+                "type": "string",
+                "maxLength": deployments.MAX_COMMENT,
+                "description": "optional to approve; required to reject (the job fails with it)",
+            }
+        },
+        required=[],
+    ),
+    "Approval": _object(
+        {
+            "reviewer": {"type": "string"},
+            "decision": {"type": "string", "enum": [value for value, _ in Approval.DECISIONS]},
+            "comment": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "Gate": _object(
+        {
+            "environment": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": [value for value, _ in EnvironmentGate.STATES],
+                "description": "pending (waiting), approved (passed), rejected (by a reviewer) "
+                "or refused (by the rules, e.g. a ref not allowed)",
+            },
+            "url": {"type": "string", "description": "`environment.url` as rendered"},
+            "entered_at": {"type": "string", "format": "date-time"},
+            "wait_until": {
+                "type": "string",
+                "format": "date-time",
+                "description": "when the environment's wait timer lets the job go",
+            },
+            "decided_at": _TIME,
+            "reason": {"type": "string", "description": "why it was refused or rejected"},
+            "approvals": {"type": "array", "items": _ref("Approval")},
+        }
+    ),
+    "ReviewResult": _object(
+        {"job": _ref("Job"), "approval": _ref("Approval"), "gate": _ref("Gate")}
+    ),
+    "EnvironmentRules": _object(
+        {
+            "required_approvals": {"type": "integer", "description": "N of the reviewers; 0: none"},
+            "reviewers": {"type": "array", "items": {"type": "string"}},
+            "reviewer_role": _nullable(
+                "string",
+                enum=[value for value, _ in RepositoryRole.ROLES] + [None],
+                description="users with this role or a higher one may review too",
+            ),
+            "prevent_self_review": {"type": "boolean"},
+            "allowed_refs": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "branch or tag patterns allowed to deploy; empty: any",
+            },
+            "wait_timer_minutes": {"type": "integer"},
+        }
+    ),
+    "Deployment": _object(
+        {
+            "id": {"type": "integer"},
+            "environment": {"type": "string"},
+            "repository": {"type": "string"},
+            "state": {"type": "string", "enum": [value for value, _ in Deployment.STATES]},
+            "strategy": {"type": "string", "examples": ["rolling", "blue-green", "canary"]},
+            "image": {"type": "string", "description": "the image as the workflow named it"},
+            "image_digest": {"type": "string", "description": "the image id deployed"},
+            "sha": {"type": "string"},
+            "ref": {"type": "string"},
+            "run": _nullable("integer", description="null for a rollback"),
+            "run_number": _nullable("integer"),
+            "job": _nullable("integer"),
+            "triggered_by": {"type": "string"},
+            "rollback_of": _nullable(
+                "integer", description="the deployment whose version a rollback restores"
+            ),
+            "skip_analysis": {"type": "boolean"},
+            "reason": {"type": "string", "description": "why it failed or was rolled back"},
+            "traffic": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "percent of the traffic per version, now",
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "duration_seconds": _nullable("number"),
+        }
+    ),
+    "DeploymentStep": _object(
+        {
+            "index": {"type": "integer"},
+            "name": {"type": "string"},
+            "outcome": {"type": "string", "description": "empty while it runs"},
+            "detail": {"type": "object", "description": "what the step measured"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": _TIME,
+            "duration_seconds": _nullable("number"),
+        }
+    ),
+    "DeploymentDetail": _object(
+        {
+            "deployment": _ref("Deployment"),
+            "request": {
+                "type": "object",
+                "description": "the cicd/deploy inputs (container environment values hidden)",
+            },
+            "approvals": {"type": "array", "items": {"type": "object"}},
+            "steps": {"type": "array", "items": _ref("DeploymentStep")},
+            "log": {"type": "string", "description": "what a rollback said (it has no job log)"},
+        }
+    ),
+    "DeploymentList": _object(
+        {
+            "deployments": {"type": "array", "items": _ref("Deployment")},
+            "next": _nullable("integer", description="pass as `after` for the next page"),
+        }
+    ),
+    "DeploymentChange": _object({"deployment": _ref("Deployment")}),
+    "Environment": _object(
+        {
+            "name": {"type": "string"},
+            "repository": {"type": "string"},
+            "url": {"type": "string", "description": "the last deployment's url"},
+            "rules": _ref("EnvironmentRules"),
+            "current": {
+                "oneOf": [{"type": "null"}, _ref("Deployment")],
+                "description": "what runs there now: the latest successful deployment",
+            },
+            "lock": {
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "deployment": {"type": "integer"},
+                            "expires_at": _TIME,
+                        }
+                    ),
+                ],
+                "description": "the deployment holding the deployment lock, and its lease",
+            },
+            "waiting": {"type": "integer", "description": "jobs waiting at its rules"},
+            "created_at": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "EnvironmentList": _object({"environments": {"type": "array", "items": _ref("Environment")}}),
+    "WaitingJob": _object(
+        {
+            "job": _ref("Job"),
+            "run_number": {"type": "integer"},
+            "ref": {"type": "string"},
+            "sha": {"type": "string"},
+            "actor": {"type": "string"},
+            "gate": _ref("Gate"),
+        }
+    ),
+    "EnvironmentDetail": _object(
+        {
+            "environment": _ref("Environment"),
+            "active": {
+                "type": "array",
+                "items": _ref("Deployment"),
+                "description": "deployments queued or in progress, oldest first",
+            },
+            "waiting_jobs": {"type": "array", "items": _ref("WaitingJob")},
+        }
+    ),
+    "RollbackRequest": _object(
+        {"skip_analysis": {"type": "boolean", "default": False}}, required=[]
+    ),
     "Empty": _object({}, required=[]),
 }
 
@@ -383,6 +557,8 @@ RUN_ID = _path_id("run_id", "the run's id (not its number)")
 JOB_ID = _path_id("job_id", "the job's id")
 ARTIFACT_ID = _path_id("artifact_id", "the artifact's id (from the run's artifact list)")
 CACHE_ID = _path_id("cache_id", "the cache entry's id (from the repository's cache list)")
+DEPLOYMENT_ID = _path_id("deployment_id", "the deployment's id")
+ENVIRONMENT = _path_text("name", "the environment's name")
 ORGANISATION = _path_text("organisation", "the organisation's slug")
 REPOSITORY = _path_text("repository", "the repository's slug")
 RUN_FILTERS = [
@@ -676,14 +852,103 @@ def _paths() -> dict[str, Any]:
         },
         "/api/v1/jobs/{job_id}/approve": {
             "post": _operation(
-                "Approve a job waiting for a deployment approval",
+                "Approve a job waiting at an environment",
                 "approveJob",
-                {},
+                _ok("the approval, and the job (queued once every rule holds)", "ReviewResult"),
                 errors=_WRITE_ERRORS,
                 parameters=[JOB_ID],
-                body="Empty",
-                description=f"Needs the admin role. Deployment approvals arrive with "
-                f"environments; until then every call answers 409 {NO_APPROVAL!r}.",
+                body="ReviewRequest",
+                description="Only the environment's eligible reviewers (its reviewers, users "
+                "with its reviewer role, else the repository's admins): 403 for others and for "
+                "self-review when the environment prevents it; 409 when the job waits for no "
+                "review or this reviewer already decided. Audited.",
+                tag="environments",
+            )
+        },
+        "/api/v1/jobs/{job_id}/reject": {
+            "post": _operation(
+                "Reject a job waiting at an environment",
+                "rejectJob",
+                _ok("the rejection, and the job (failed with the comment)", "ReviewResult"),
+                errors=_WRITE_ERRORS,
+                parameters=[JOB_ID],
+                body="ReviewRequest",
+                description="As approve; the comment is required.",
+                tag="environments",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/environments": {
+            "get": _operation(
+                "List a repository's environments",
+                "listEnvironments",
+                _ok("environments by name, with rules and what runs there", "EnvironmentList"),
+                errors=_READ_ERRORS,
+                parameters=[ORGANISATION, REPOSITORY],
+                tag="environments",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/environments/{name}": {
+            "get": _operation(
+                "An environment: rules, current deployment, lock, waiting jobs",
+                "getEnvironment",
+                _ok("the environment", "EnvironmentDetail"),
+                errors=_READ_ERRORS,
+                parameters=[ORGANISATION, REPOSITORY, ENVIRONMENT],
+                tag="environments",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/environments/{name}/deployments": {
+            "get": _operation(
+                "An environment's deployment history",
+                "listDeployments",
+                _ok("deployments, newest first", "DeploymentList"),
+                errors=_READ_ERRORS,
+                parameters=[
+                    ORGANISATION,
+                    REPOSITORY,
+                    ENVIRONMENT,
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": 1},
+                        "the `next` of the previous page",
+                    ),
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": deployments.MAX_PAGE,
+                            "default": deployments.DEFAULT_PAGE,
+                        },
+                        "deployments per page",
+                    ),
+                ],
+                tag="environments",
+            )
+        },
+        "/api/v1/repos/{organisation}/{repository}/environments/{name}/rollback": {
+            "post": _operation(
+                "Roll an environment back to its previous successful version",
+                "rollbackEnvironment",
+                _ok("the rollback, queued for a job worker", "DeploymentChange", "202"),
+                errors=_WRITE_ERRORS,
+                parameters=[ORGANISATION, REPOSITORY, ENVIRONMENT],
+                body="RollbackRequest",
+                description="Needs the write role. Redeploys the latest successful deployment "
+                "of another image than the current one, with its inputs; `skip_analysis` "
+                "skips the analysis and the pauses. 409 when there is no such version or a "
+                "rollback is already under way. Audited.",
+                tag="environments",
+            )
+        },
+        "/api/v1/deployments/{deployment_id}": {
+            "get": _operation(
+                "A deployment: steps with timings, traffic, approvals, outcome, log",
+                "getDeployment",
+                _ok("the deployment", "DeploymentDetail"),
+                errors=_READ_ERRORS,
+                parameters=[DEPLOYMENT_ID],
+                tag="environments",
             )
         },
     }
@@ -695,7 +960,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "cicd API",
             "version": VERSION,
-            "description": "Runs, jobs, logs, dispatch, cancel and re-run; caches. Errors are "
+            "description": "Runs, jobs, logs, dispatch, cancel and re-run; caches; "
+            "environments, approvals, deployments and rollbacks. Errors are "
             '`{"error", "problems", "fields"}` with a 4xx status. Reads of public repositories '
             "need no authentication; a private repository the caller may not read answers 404.",
         },

@@ -38,6 +38,11 @@ def role_for(user: Any, repository: Repository) -> str | None:
     return READ if repository.is_public else None
 
 
+def roles_at_least(level: str) -> list[str]:
+    """The repository roles that give `level` or more (for queries over RepositoryRole)."""
+    return [role for role in (READ, WRITE, ADMIN) if _RANK[role] >= _RANK.get(level, _RANK[ADMIN])]
+
+
 def allows(user: Any, repository: Repository, level: str) -> bool:
     return _RANK[role_for(user, repository)] >= _RANK[level]
 

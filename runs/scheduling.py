@@ -34,7 +34,7 @@ from pipelines.expressions import (
 )
 from pipelines.expressions import uses_status_function as _uses_status_function
 from pipelines.matrix import MatrixError, expand_with_display_names
-from pipelines.model import Workflow, thaw
+from pipelines.model import Environment, Workflow, thaw
 from pipelines.triggers import ref_name
 from runs.dispatch import notify_workers
 from runs.models import Job, Repository, Run
@@ -244,7 +244,37 @@ def _decide(run: Run, workflow: Workflow, job: Job, jobs: Mapping[str, list[Job]
             reason="runs-on",
             error=error.message,
         )
+    if definition.environment is not None:
+        return _enter_environment(job, definition.environment, contexts, runs_on)
     return queue_job(job.id, reason="needs done", runs_on=runs_on)
+
+
+def _enter_environment(
+    job: Job, environment: Environment, contexts: dict[str, Any], runs_on: list[Any]
+) -> bool:
+    """A job with `environment:` waits for its environment's rules (`deployments.gates`) instead
+    of being queued. Its name is rendered with the contexts of `runs-on`; its url may name step
+    outputs, known only once the job ran, so a url that does not render yet is left empty."""
+    from deployments import gates
+
+    try:
+        name = to_string(render(environment.name, contexts)).strip()
+        problem = gates.check_name(name)
+    except ExpressionError as error:
+        problem = error.message
+    if problem:
+        return move_job(
+            job.id,
+            State.FAILURE,
+            from_states={State.PENDING},
+            reason="environment",
+            error=f"environment: {problem}",
+        )
+    try:
+        url = to_string(render(environment.url, contexts)) if environment.url else ""
+    except ExpressionError:
+        url = ""
+    return gates.enter_environment(job.id, name, url=url, runs_on=runs_on)
 
 
 def queue_job(job_id: int, *, reason: str, **fields: Any) -> bool:

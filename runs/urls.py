@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.urls import path
 
 from cicd import views as shell
+from deployments import views as deployment_views
 from runs import views
 
 REPOSITORY = "<slug:organisation>/<slug:repository>/"
@@ -16,7 +17,7 @@ urlpatterns = [
     path("", shell.home, name="home"),
     path("runs/", views.all_runs, name="runs"),
     path("runs/states.json", views.run_states, name="run-states"),
-    path("approvals/", views.approvals, name="approvals"),
+    path("approvals/", deployment_views.approvals, name="approvals"),
     path(REPOSITORY, views.repository_runs, name="repository"),
     path(REPOSITORY + "badge.svg", views.badge, name="badge"),
     path(REPOSITORY + "dispatch/", views.dispatch_run, name="dispatch"),

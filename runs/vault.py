@@ -72,6 +72,23 @@ def _fernet() -> MultiFernet:
         ) from None
 
 
+def seal(text: str) -> str:
+    """`text` encrypted under the secrets keys, for values kept outside the Secret table (a
+    deployment's container environment, which may hold secrets)."""
+    return _fernet().encrypt(text.encode()).decode()
+
+
+def unseal(token: str) -> str:
+    """The text `seal` encrypted; ImproperlyConfigured when no configured key opens it."""
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            "a sealed value cannot be decrypted with the configured keys: was CICD_SECRETS_KEY "
+            "or SECRET_KEY changed without keeping the old key?"
+        ) from None
+
+
 def validate_name(name: str) -> None:
     if not SECRET_NAME.match(name):
         raise SecretError(

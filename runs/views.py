@@ -1,5 +1,5 @@
-"""The web pages: run lists, a run with its job graph, a job with its live log, manual runs,
-approvals and status badges.
+"""The web pages: run lists, a run with its job graph, a job with its live log, manual runs
+and status badges (the approvals and environment pages are `deployments.views`).
 
 Access goes through `repository_for` on every page: a private repository the user cannot read
 answers 404 (it does not exist for them), a read-only user asking to change something 403.
@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import OuterRef, Q, QuerySet, Subquery
@@ -547,6 +546,9 @@ def _rerun(
 def job_detail(
     request: HttpRequest, organisation: str, repository: str, number: int, job_id: int
 ) -> HttpResponse:
+    # deployments builds on runs (its views use these helpers): imported here, not at the top.
+    from deployments.views import gate_panel
+
     found = repository_for(request, organisation, repository)
     run = run_for(found, number)
     job = job_for(run, job_id)
@@ -574,6 +576,7 @@ def job_detail(
         ),
         "live_config": {"job": job.id, "run": run.id, "socket": LIVE_SOCKET_PATH},
         "logs_removed": logs_removed_note(run, job),
+        "gate": gate_panel(request, job),
     }
     return render(request, "runs/job_detail.html", context)
 
@@ -790,16 +793,6 @@ def dispatch_run(request: HttpRequest, organisation: str, repository: str) -> Ht
     }
     status = 400 if problems else 200
     return render(request, "runs/dispatch.html", context, status=status)
-
-
-# -------------------------------------------------------------------------------- approvals
-
-
-@login_required
-@require_GET
-def approvals(request: HttpRequest) -> HttpResponse:
-    # The environments issue adds deployments waiting for a reviewer; until then none wait.
-    return render(request, "runs/approvals.html", {"waiting": []})
 
 
 # ------------------------------------------------------------------------------------ badge

@@ -1,10 +1,11 @@
 """The benchmarks' smoke mode: every benchmark runs end to end with a tiny load, so none can rot.
 
 `python -m bench --smoke` starts the real systems (PostgreSQL + Redis with the local and the
-Docker executor, the embedded default) like `bin/bench` does. Only the structure of what it
-reports is checked: every figure is there with numbers, nothing was lost or duplicated, the
-machine and the commit are recorded. Never a speed: machines are noisy, and the benchmarks
-report against their targets, they do not pass or fail on them.
+Docker executor, the embedded default; Docker and HAProxy for the deployments) like `bin/bench`
+does. Only the structure of what it reports is checked: every figure is there with numbers,
+nothing was lost or duplicated, the machine and the commit are recorded. Never a speed:
+machines are noisy, and the benchmarks report against their targets, they do not pass or fail
+on them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ EXPECTED = {
         for phase in ("idle", "after_runs")
     },
     "biglog": {f"{what}_{time}" for what in ("page", "raw", "ws") for time in ("ttfb", "total")},
+    "deploy": {
+        f"{what}_{strategy}"
+        for what in ("seconds", "failed", "rollback")
+        for strategy in ("rolling", "blue_green", "canary")
+    }
+    | {"first_deployment", "bad_canary_seconds", "bad_canary_failed_percent", "latency"},
 }
 LIVE_LOG_FIGURES = {"latency", "lost", "duplicated", "web_cpu", "web_rss"}
 

@@ -41,7 +41,6 @@ DEFAULT_LOG_LINES = 1000
 MAX_LOG_LINES = 5000
 MAX_LOG_OFFSET = 2**62  # offset + limit stays a bigint
 RUN_FILTERS = ("status", "branch", "workflow", "event", "after", "limit")
-NO_APPROVAL = "no approval is pending for this job"
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -286,12 +285,7 @@ def cancel_job(request: HttpRequest, caller: Caller, job_id: int) -> JsonRespons
     return JsonResponse({"job": job_dict(job)}, status=202)
 
 
-@endpoint("POST")
-def approve_job(request: HttpRequest, caller: Caller, job_id: int) -> JsonResponse:
-    """Deployment approvals come with environments; until then nothing ever waits for one."""
-    access.job(caller, job_id, level=ADMIN)
-    refuse_fields(unknown_fields(json_body(request), ("comment",)))
-    raise ApiError(409, NO_APPROVAL)
+# Approving and rejecting a job waiting at an environment: `deployments.api`.
 
 
 # ------------------------------------------------------------------------- dispatch, user

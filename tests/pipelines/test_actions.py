@@ -247,8 +247,8 @@ def test_step_rules_shared_with_workflows() -> None:
             9,
             13,
             "unsupported action 'actions/setup-node@v4'; built-in actions are: actions/cache, "
-            "actions/checkout, actions/download-artifact, actions/upload-artifact, and local "
-            "actions (./path)",
+            "actions/checkout, actions/download-artifact, actions/upload-artifact, cicd/deploy, "
+            "and local actions (./path)",
         ),
         (10, 7, "step 3 of the action has neither 'run' nor 'uses'; add one of them"),
         (
@@ -271,8 +271,8 @@ def test_step_rules_shared_with_workflows() -> None:
             15,
             13,
             "unsupported action '../outside'; built-in actions are: actions/cache, "
-            "actions/checkout, actions/download-artifact, actions/upload-artifact, and local "
-            "actions (./path)",
+            "actions/checkout, actions/download-artifact, actions/upload-artifact, cicd/deploy, "
+            "and local actions (./path)",
         ),
         (17, 7, "actions/cache needs the input 'path' (under 'with')"),
     ]

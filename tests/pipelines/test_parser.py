@@ -782,7 +782,7 @@ def test_matrix_axis_must_be_a_list() -> None:
 
 UNSUPPORTED = (
     "; built-in actions are: actions/cache, actions/checkout, actions/download-artifact, "
-    "actions/upload-artifact, and local actions (./path)"
+    "actions/upload-artifact, cicd/deploy, and local actions (./path)"
 )
 
 
