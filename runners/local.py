@@ -14,7 +14,8 @@ This is the embedded default when no Docker engine is reachable. It is meant for
   root, only Docker's default capabilities. A step's background processes end with the step
   there (its PID namespace goes away). Without bwrap (or with `use_bwrap=False`) steps run as
   plain process groups and can write wherever the worker's user can; background processes then
-  live until the job ends.
+  live until the job ends. A step whose sandbox failed to set up (bwrap races with mounts that
+  come and go on the host) never ran: it is started again, and its log shows none of that.
 - `container:` and `services:` need a Docker engine: such a job is refused at start.
 
 `run_local_job` is the one-call form: builds the backend and runs the job with `JobDriver`, which
@@ -57,6 +58,14 @@ NEEDS_DOCKER = (
 POLL_SECONDS = 0.1  # how often a running step checks its deadline and the cancel token
 DRAIN_SECONDS = 1.0  # at most this long reading what is left in the pipes after the step exits
 READ_CHUNK = 64 * 1024
+# bwrap copies the host's mount table while it builds the sandbox, and dies when a mount in it
+# goes away meanwhile (Docker starting or stopping a container: containers/bubblewrap#650). The
+# step never ran then, so it is started again, this many times in all (a bwrap that cannot work
+# at all is found out once, by `bwrap_available`).
+SANDBOX_ATTEMPTS = 8
+# Runs inside the sandbox, in place of the step: says "the sandbox is up" through the FIFO ($0),
+# then becomes the step. Whatever comes before that word is bwrap's own.
+_STARTED_SHIM = ("/bin/sh", "-c", 'printf . >"$0" && exec "$@"')
 # The HOME that JobDriver gives every step (right inside a container); here it becomes the job's.
 _CONTAINER_HOME = "/root"
 _DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
@@ -95,18 +104,21 @@ def bwrap_available() -> bool:
 
 def _check_bwrap(path: str) -> bool:
     argv = [path, *_bwrap_base_args(None), "--", "true"]
-    try:
-        completed = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env={"PATH": DEFAULT_PATH},
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        log.warning("bubblewrap does not work here (%s): steps run without a sandbox", error)
-        return False
+    for _ in range(SANDBOX_ATTEMPTS):  # a mount changing meanwhile must not disable the sandbox
+        try:
+            completed = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+                env={"PATH": DEFAULT_PATH},
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.warning("bubblewrap does not work here (%s): steps run without a sandbox", error)
+            return False
+        if completed.returncode == 0:
+            return True
     if completed.returncode != 0:
         reason = completed.stderr.decode("utf-8", "replace").strip()[:300]
         log.warning(
@@ -213,8 +225,64 @@ class LocalBackend:
         if program is None:
             raise JobSetupError(f"cannot run {argv[0]!r}: it is not installed on this runner")
         command = [program, *argv[1:]]
-        if self._bwrap is not None:
-            command = [self._bwrap, *self._bwrap_args, "--chdir", cwd, "--", *command]
+        if self._bwrap is None:
+            return self._run_process(command, env, cwd, on_output, deadline, cancel, name=argv[0])
+        problem = ""
+        for attempt in range(1, SANDBOX_ATTEMPTS + 1):
+            started = self.job_dir / "sandbox-started"
+            with contextlib.suppress(FileNotFoundError):
+                started.unlink()
+            os.mkfifo(started, 0o600)
+            sandboxed = [
+                self._bwrap,
+                *self._bwrap_args,
+                "--chdir",
+                cwd,
+                "--",
+                *_STARTED_SHIM,
+                str(started),
+                *command,
+            ]
+            try:
+                return self._run_process(
+                    sandboxed,
+                    env,
+                    cwd,
+                    on_output,
+                    deadline,
+                    cancel,
+                    name=argv[0],
+                    started_fifo=started,
+                )
+            except _SandboxNotStarted as error:
+                problem = str(error)
+                log.warning("bubblewrap failed to set up, attempt %d: %s", attempt, problem)
+                if attempt < SANDBOX_ATTEMPTS:
+                    time.sleep(0.05 * attempt)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    started.unlink()
+        raise JobSetupError(
+            f"the step's sandbox (bubblewrap) could not be set up in {SANDBOX_ATTEMPTS} "
+            f"attempts: {problem or 'no reason given'}"
+        )
+
+    def _run_process(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        cwd: str,
+        on_output: Callable[[str, bytes], None],
+        deadline: float | None,
+        cancel: CancelToken,
+        *,
+        name: str,
+        started_fifo: Path | None = None,
+    ) -> CommandResult:
+        # Opened before the step starts, so the shim's write never waits for a reader.
+        started_fd = (
+            os.open(started_fifo, os.O_RDONLY | os.O_NONBLOCK) if started_fifo is not None else None
+        )
         try:
             process = subprocess.Popen(
                 command,
@@ -226,7 +294,9 @@ class LocalBackend:
                 start_new_session=True,
             )
         except OSError as error:
-            raise JobSetupError(f"cannot start {argv[0]!r}: {error.strerror or error}") from None
+            if started_fd is not None:
+                os.close(started_fd)
+            raise JobSetupError(f"cannot start {name!r}: {error.strerror or error}") from None
         supervisor = _Supervisor(
             process,
             self.grace_seconds,
@@ -234,6 +304,7 @@ class LocalBackend:
             deadline,
             cancel,
             sandboxed=self._bwrap is not None,
+            started_fd=started_fd,
         )
         return supervisor.run(self._groups)
 
@@ -298,8 +369,19 @@ class LocalBackend:
         return env
 
 
+_STARTED = "started"  # the selector's name for the sandbox's FIFO
+
+
+class _SandboxNotStarted(Exception):
+    """bwrap exited before the step started: its set-up failed (the message is bwrap's)."""
+
+
 class _Supervisor:
-    """Runs one step process to its end: streams its output, enforces deadline and cancel."""
+    """Runs one step process to its end: streams its output, enforces deadline and cancel.
+
+    With `started_fd` (the sandbox's FIFO) the output before the sandbox says it is up is bwrap's
+    own: it is held back, and when the process ends without that word, `run` raises
+    `_SandboxNotStarted` with it instead of returning a result."""
 
     def __init__(
         self,
@@ -310,8 +392,12 @@ class _Supervisor:
         cancel: CancelToken,
         *,
         sandboxed: bool = False,
+        started_fd: int | None = None,
     ) -> None:
         self.process = process
+        self.started_fd = started_fd
+        self.started = started_fd is None
+        self.held_back: list[tuple[str, bytes]] = []
         self.sandboxed = sandboxed
         self.pgid = process.pid  # start_new_session: the step leads its own group
         self.grace = grace_seconds
@@ -330,6 +416,8 @@ class _Supervisor:
         for pipe, name in streams.items():
             assert pipe is not None
             selector.register(pipe.fileno(), selectors.EVENT_READ, name)
+        if self.started_fd is not None:
+            selector.register(self.started_fd, selectors.EVENT_READ, _STARTED)
         try:
             self._pump(selector)
         except BaseException:
@@ -341,6 +429,11 @@ class _Supervisor:
             for pipe in streams:
                 if pipe is not None:
                     pipe.close()
+            if self.started_fd is not None:
+                os.close(self.started_fd)
+        if not self.started and not (self.timed_out or self.cancelled):
+            said = b"".join(data for _, data in self.held_back)
+            raise _SandboxNotStarted(said.decode("utf-8", "replace").strip())
         if self.timed_out or self.cancelled:
             # The step was told to stop: nothing of it may outlive it.
             _kill_group(self.pgid, signal.SIGKILL)
@@ -361,12 +454,12 @@ class _Supervisor:
             if exited_at is not None:
                 # The step is over. What it wrote is in the pipes already; a background process
                 # may hold them open, so read only what is ready, for a bounded time.
-                if not selector.get_map() or now - exited_at > DRAIN_SECONDS:
+                if not self._output_open(selector) or now - exited_at > DRAIN_SECONDS:
                     return
                 if not self._read_ready(selector, 0.05):
                     return
                 continue
-            if not selector.get_map():
+            if not self._output_open(selector):
                 # The step closed both pipes but still runs.
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=self._wait_time(now))
@@ -375,13 +468,27 @@ class _Supervisor:
 
     def _read_ready(self, selector: selectors.BaseSelector, timeout: float) -> bool:
         ready = selector.select(timeout)
-        for key, _ in ready:
+        # The sandbox's word first: the step's output in the same batch came after it.
+        for key, _ in sorted(ready, key=lambda item: item[0].data != _STARTED):
             data = os.read(key.fd, READ_CHUNK)  # type: ignore[arg-type]
-            if not data:
+            if key.data == _STARTED:
                 selector.unregister(key.fd)
-                continue
-            self.on_output(key.data, data)
+                self.started = bool(data)  # the shim closing it unwritten: it could not start
+                if self.started:
+                    for stream, held in self.held_back:  # nothing, unless bwrap itself warned
+                        self.on_output(stream, held)
+                    self.held_back.clear()
+            elif not data:
+                selector.unregister(key.fd)
+            elif self.started:
+                self.on_output(key.data, data)
+            else:
+                self.held_back.append((key.data, data))
         return bool(ready)
+
+    @staticmethod
+    def _output_open(selector: selectors.BaseSelector) -> bool:
+        return any(key.data != _STARTED for key in selector.get_map().values())
 
     def _wait_time(self, now: float) -> float:
         wait = POLL_SECONDS

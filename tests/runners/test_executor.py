@@ -1073,6 +1073,170 @@ def test_local_falls_back_without_a_working_bwrap(
     assert any("No permissions to create new namespace" in r.getMessage() for r in caplog.records)
 
 
+def log_lines(sink: RecordingSink, index: int) -> list[tuple[str, str]]:
+    return [
+        (e[2].stream, e[2].text)
+        for e in sink.events
+        if e[0] == "log" and e[1] == index and isinstance(e[2], LogLine)
+    ]
+
+
+# What bwrap says when a mount it copied went away while it built the sandbox.
+MOUNT_RACE = (
+    "bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount flags: remount "
+    '"/newroot/run/docker/runtime-runc/moby/x/runc.Ab12": No such file or directory\n'
+)
+
+
+def flaky_bwrap(tmp_path: Path, failures: int | None) -> Path:
+    """A `bwrap` that fails its set-up as a mount race makes the real one fail, `failures` times
+    (None: always), then is the real one. The availability check (`-- true`) always passes."""
+    real = shutil.which("bwrap")
+    if real is None:
+        pytest.skip("bubblewrap is not installed")
+    left = tmp_path / "failures-left"
+    left.write_text("-1" if failures is None else str(failures))
+    said = tmp_path / "bwrap-says"
+    said.write_text(MOUNT_RACE)
+    fake = tmp_path / "bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'for last; do :; done; [ "$last" = true ] && exec {real} "$@"\n'
+        f"left=$(cat {left})\n"
+        f'[ "$left" = 0 ] && exec {real} "$@"\n'
+        f'[ "$left" -gt 0 ] && echo $((left - 1)) > {left}\n'
+        f"cat {said} >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    return fake.parent
+
+
+def test_local_sandbox_that_fails_to_set_up_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runners.local import bwrap_available, run_local_job
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap is not usable here")
+    monkeypatch.setenv("PATH", f"{flaky_bwrap(tmp_path, failures=3)}:/usr/bin:/bin")
+    sink = RecordingSink()
+    with caplog.at_level("WARNING", logger="runners.local"):
+        result = run_local_job(
+            job(step("echo pid=$$; echo oops >&2")),
+            sink,
+            work_root=tmp_path / "jobs",
+            use_bwrap=True,
+        )
+    assert result.conclusion == SUCCESS, sink.events
+    assert int(values(sink, 0)["pid"]) < 10  # it did run in the sandbox
+    # The step ran once, and its log holds its own output only: not bwrap's failed attempts.
+    assert [line for line in log_lines(sink, 0) if line[0] != "stdout"] == [("stderr", "oops")]
+    retries = [r.getMessage() for r in caplog.records if "failed to set up" in r.getMessage()]
+    assert len(retries) == 3
+    assert "Can't bind mount /oldroot/" in retries[0]
+
+
+def test_local_sandbox_that_never_sets_up_fails_the_step_with_bwraps_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runners.local import SANDBOX_ATTEMPTS, bwrap_available, run_local_job
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap is not usable here")
+    monkeypatch.setenv("PATH", f"{flaky_bwrap(tmp_path, failures=None)}:/usr/bin:/bin")
+    sink = RecordingSink()
+    result = run_local_job(
+        job(step("echo never"), step("echo neither")),
+        sink,
+        work_root=tmp_path / "jobs",
+        use_bwrap=True,
+    )
+    assert result.conclusion == FAILURE
+    assert outcomes(result) == [FAILURE, SKIPPED]
+    error = step_result(result, 0).error
+    assert error.startswith(
+        f"the step's sandbox (bubblewrap) could not be set up in {SANDBOX_ATTEMPTS} attempts: "
+        "bwrap: Can't bind mount /oldroot/ on /newroot/"
+    )
+    assert log_lines(sink, 0) == [("system", f"Error: {error}")]
+
+
+class MountChurn:
+    """Keeps bind mounts coming and going under `directory`, the way Docker's runtime does while
+    it starts containers: each mount is unmounted and its file removed a few ms later."""
+
+    def __init__(self, directory: Path, live: int = 5, pause: float = 0.002) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.directory = directory
+        self.live = live
+        self.pause = pause
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._churn, daemon=True)
+
+    def __enter__(self) -> MountChurn:
+        self.directory.mkdir(parents=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def _churn(self) -> None:
+        bind = 4096  # MS_BIND
+        mounted: list[bytes] = []
+        count = 0
+        while not self.stopping.is_set():
+            target = str(self.directory / f"m{count}").encode()
+            Path(target.decode()).touch()
+            if self.libc.mount(b"/etc/hostname", target, None, bind, None) == 0:
+                mounted.append(target)
+            count += 1
+            while len(mounted) > self.live:
+                self._remove(mounted.pop(0))
+            time.sleep(self.pause)
+        for target in mounted:
+            self._remove(target)
+
+    def _remove(self, target: bytes) -> None:
+        self.libc.umount2(target, 2)  # MNT_DETACH
+        Path(target.decode()).unlink()
+
+
+def test_local_sandbox_starts_while_the_hosts_mounts_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The race of containers/bubblewrap#650, for real: steps started while mounts come and go
+    all run, once each, whatever bwrap's set-up met."""
+    import os
+
+    from runners.local import bwrap_available, run_local_job
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap is not usable here")
+    if os.geteuid() != 0:
+        pytest.skip("making mounts needs root")
+    deadline = time.monotonic() + 60
+    steps = 0
+    with caplog.at_level("WARNING", logger="runners.local"), MountChurn(tmp_path / "mounts"):
+        while time.monotonic() < deadline and not any(
+            "failed to set up" in r.getMessage() for r in caplog.records
+        ):
+            sink = RecordingSink()
+            spec = job(step(f"echo step {steps}"))
+            result = run_local_job(spec, sink, work_root=tmp_path / "jobs", use_bwrap=True)
+            assert result.conclusion == SUCCESS, sink.events
+            assert log_lines(sink, 0) == [("stdout", f"step {steps}")]
+            steps += 1
+    retried = [r.getMessage() for r in caplog.records if "failed to set up" in r.getMessage()]
+    assert retried, f"in {steps} steps the mounts never broke a sandbox's set-up: nothing tested"
+    assert "mount" in retried[0]
+
+
 def test_local_checkout_path_outside_the_workspace_fails(
     executor: Executor, git_repo: GitRepo
 ) -> None:
