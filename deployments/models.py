@@ -190,12 +190,21 @@ class Deployment(models.Model):
     traffic = models.JSONField(default=dict, blank=True, help_text="percent per version, now")
     # A job's deployment logs to the job; a rollback has no job, so what it says is kept here.
     log = models.TextField(blank=True)
+    # A rollback has no job to carry it: the worker running it claims it, a lease renewed while
+    # it waits for the lock, and beat sends its message again when nobody claimed it a lease
+    # after it was last sent (the message was lost, or the worker died before the lock).
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["environment", "-id"], name="deployment_history")]
+        indexes = [
+            models.Index(fields=["environment", "-id"], name="deployment_history"),
+            # Beat's sweep reads the queued and in-progress deployments every few seconds.
+            models.Index(fields=["state"], name="deployment_state"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.environment} #{self.id} {self.state}"

@@ -191,7 +191,7 @@ class DatabaseDeploymentRecorder:
         ):
             return False  # cancelled, or another delivery of the same message runs it
         self._notify()
-        said_at = float("-inf")
+        said_at = claimed_at = float("-inf")
         while True:
             try:
                 holder = self._try_lock()
@@ -199,6 +199,9 @@ class DatabaseDeploymentRecorder:
                 return False
             if holder is None:
                 break
+            if self.job is None and time.monotonic() - claimed_at >= self.lease_seconds / 3:
+                claimed_at = time.monotonic()
+                _renew_claim(self.deployment_id, self.lease_seconds)
             if time.monotonic() - said_at >= LOCK_SAY_SECONDS:
                 said_at = time.monotonic()
                 say(
@@ -207,7 +210,7 @@ class DatabaseDeploymentRecorder:
             if cancel.wait(LOCK_POLL_SECONDS):
                 reason = cancel.reason or "cancelled"
                 Deployment.objects.filter(id=self.deployment_id, state=Deployment.QUEUED).update(
-                    state=Deployment.CANCELLED,
+                    state=Deployment.FAILED if cancel.timed_out else Deployment.CANCELLED,
                     reason=f"{reason} while waiting for the deployment lock",
                     finished_at=timezone.now(),
                 )
@@ -520,6 +523,7 @@ def request_rollback(
             triggered_by=name,
             rollback_of=target,
             skip_analysis=skip_analysis,
+            sent_at=timezone.now(),
         )
         AuditEntry.objects.create(
             action="deployment.rollback",
@@ -560,6 +564,8 @@ def run_queued_deployment(deployment_id: int, *, cancel: CancelToken | None = No
     )
     if deployment is None or deployment.state != Deployment.QUEUED:
         return None
+    if not _claim(deployment.id):
+        return None  # a second message (beat sent it again) while a worker has it
     say = functools.partial(append_log, deployment.id)
     try:
         request = dataclasses.replace(
@@ -596,6 +602,50 @@ def run_queued_deployment(deployment_id: int, *, cancel: CancelToken | None = No
         + (f": {result.reason}" if result.reason else "")
     )
     return result.outcome
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def _claim(deployment_id: int) -> bool:
+    """Take a queued rollback for this worker (a lease of CICD_DEPLOY_LOCK_SECONDS, renewed
+    while it waits for the lock). False: another worker has it, or it is not queued."""
+    now = timezone.now()
+    until = now + timedelta(seconds=settings.CICD_DEPLOY_LOCK_SECONDS)
+    claimed = (
+        Deployment.objects.filter(id=deployment_id, state=Deployment.QUEUED, job__isnull=True)
+        .filter(_unclaimed(now))
+        .update(claimed_until=until)
+    )
+    return claimed == 1
+
+
+def _renew_claim(deployment_id: int, lease_seconds: float) -> None:
+    Deployment.objects.filter(id=deployment_id, state=Deployment.QUEUED).update(
+        claimed_until=timezone.now() + timedelta(seconds=lease_seconds)
+    )
+
+
+def resend_unclaimed_rollbacks(*, now: datetime | None = None) -> list[int]:
+    """Send again the message of each queued rollback that no worker has claimed within
+    CICD_DEPLOY_LOCK_SECONDS of its last sending: the message was lost (the broker was down at
+    commit) or its worker died before it took the lock. A message that was only slow to arrive
+    is harmless twice: the second finds the rollback claimed or ended. Returns the ids sent."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.CICD_DEPLOY_LOCK_SECONDS)
+    due = (
+        Q(state=Deployment.QUEUED, job__isnull=True)
+        & _unclaimed(now)
+        & (Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, created_at__lt=cutoff))
+    )
+    resent = []
+    for deployment_id in Deployment.objects.filter(due).values_list("id", flat=True)[:100]:
+        with transaction.atomic():
+            if Deployment.objects.filter(due, id=deployment_id).update(sent_at=now) == 1:
+                transaction.on_commit(functools.partial(_send, deployment_id))
+                resent.append(deployment_id)
+    return resent
 
 
 def stored_request(request: DeployRequest) -> dict[str, Any]:

@@ -26,15 +26,19 @@ def run_deployment(deployment_id: int) -> None:
 
 @shared_task(name="deployments.tasks.sweep", ignore_result=True)
 def sweep() -> None:
-    """Every CICD_GATE_SWEEP_SECONDS: let jobs whose wait timer ran out go, and fail the
-    deployments whose worker died (their lock's lease expired)."""
+    """Every CICD_GATE_SWEEP_SECONDS: let jobs whose wait timer ran out go, fail the
+    deployments whose worker died (their lock's lease expired), and send again the rollbacks
+    whose message no worker took."""
     from deployments import gates, service
 
     released = gates.sweep()
     stale = service.fail_stale_deployments()
-    if released or stale:
+    resent = service.resend_unclaimed_rollbacks()
+    if released or stale or resent:
         log.info(
-            "environments: %d waiting jobs moved, %d stale deployments ended",
+            "environments: %d waiting jobs moved, %d stale deployments ended, "
+            "%d rollbacks sent again",
             len(released),
             len(stale),
+            len(resent),
         )

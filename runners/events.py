@@ -8,6 +8,7 @@ implements it to print; tests implement it to record.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,6 +75,44 @@ class CancelToken:
 
     def wait(self, timeout: float) -> bool:
         return self._event.wait(timeout)
+
+    @property
+    def timed_out(self) -> bool:
+        """Set by its deadline rather than cancelled (see `until`)."""
+        return False
+
+    def until(self, deadline: float | None) -> CancelToken:
+        """This token, also set once time.monotonic() reaches `deadline` (reason "timed out"),
+        for waits that must end with the step's time. Cancelling it cancels this one."""
+        return self if deadline is None else _DeadlineToken(self, deadline)
+
+
+class _DeadlineToken(CancelToken):
+    def __init__(self, parent: CancelToken, deadline: float) -> None:
+        super().__init__()
+        self._parent = parent
+        self._deadline = deadline
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self._parent.cancel(reason)
+
+    @property
+    def cancelled(self) -> bool:
+        if self._parent.cancelled:
+            self.reason = self._parent.reason
+            return True
+        if time.monotonic() >= self._deadline:
+            self.reason = "timed out"
+            return True
+        return False
+
+    @property
+    def timed_out(self) -> bool:
+        return not self._parent.cancelled and time.monotonic() >= self._deadline
+
+    def wait(self, timeout: float) -> bool:
+        self._parent.wait(max(0.0, min(timeout, self._deadline - time.monotonic())))
+        return self.cancelled
 
 
 @dataclass

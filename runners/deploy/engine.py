@@ -118,18 +118,19 @@ def deploy(
             haproxy = HAProxy(state_dir, request.service)
         except DeployError as error:
             return _failed_before_start(request, recorder, image_id, str(error), cancel, say)
-        if not recorder.begin(request, image_id, cancel=cancel, say=say):
-            say("Cancelled while waiting for the deployment lock")
-            return DeployResult(CANCELLED, "cancelled while waiting for the deployment lock")
+        # The waits for the locks end with the step's time, as the deployment itself does.
+        waiting = cancel.until(deadline)
+        if not recorder.begin(request, image_id, cancel=waiting, say=say):
+            result = _not_locked(waiting, "the deployment lock", image_id)
+            say(f"Deployment {_OUTCOME_WORDS[result.outcome]}: {result.reason}")
+            return result
         try:
-            with _service_lock(haproxy.directory, cancel, say) as locked:
+            with _service_lock(haproxy.directory, waiting, say) as locked:
                 if locked:
                     run = _Deployment(request, recorder, target, haproxy, image_id, cancel, say)
                     result = run.run(deadline)
                 else:
-                    result = DeployResult(
-                        CANCELLED, "cancelled while waiting for the service's lock", image_id
-                    )
+                    result = _not_locked(waiting, "the service's lock", image_id)
         except Exception as error:  # the recorder must hear of it, or the lock waits its lease
             log.exception("deployment of %s failed", request.service)
             result = DeployResult(FAILED, f"the deployment failed unexpectedly: {error}", image_id)
@@ -188,6 +189,13 @@ def _failed_before_start(
         return DeployResult(CANCELLED, "cancelled while waiting for the deployment lock")
     recorder.finish(FAILED, reason)
     return DeployResult(FAILED, reason, image_id)
+
+
+def _not_locked(waiting: CancelToken, lock: str, image_id: str) -> DeployResult:
+    """How a deployment ends that never got `lock`: out of time (a failure), or cancelled."""
+    if waiting.timed_out:
+        return DeployResult(FAILED, f"timed out while waiting for {lock}", image_id)
+    return DeployResult(CANCELLED, f"cancelled while waiting for {lock}", image_id)
 
 
 @contextlib.contextmanager

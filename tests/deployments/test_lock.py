@@ -188,6 +188,41 @@ def test_a_deployment_waits_for_the_lock_says_who_holds_it_and_can_be_cancelled(
     assert lock_of(environment) == (None, False)
 
 
+def test_a_deployment_waiting_for_the_lock_past_its_steps_time_fails(world):
+    environment = world.environment()
+    first, second = queued(environment), queued(environment)
+    holder = DatabaseDeploymentRecorder.for_queued(first)
+    assert holder.begin(REQUEST, DIGEST, cancel=CancelToken(), say=lambda line: None)
+
+    cancel = CancelToken()
+    waiting = cancel.until(time.monotonic() + 0.3)
+    waiter = DatabaseDeploymentRecorder.for_queued(second)
+    assert waiter.begin(REQUEST, DIGEST, cancel=waiting, say=lambda line: None) is False
+    assert not cancel.cancelled  # the job itself goes on, to its next steps
+    second.refresh_from_db()
+    assert second.state == Deployment.FAILED
+    assert second.reason == "timed out while waiting for the deployment lock"
+    assert lock_of(environment) == (first.id, True)
+    holder.finish("success")
+
+
+def test_a_token_with_a_deadline_times_out_or_passes_its_cancel_on():
+    cancel = CancelToken()
+    assert cancel.until(None) is cancel
+    waiting = cancel.until(time.monotonic() + 0.2)
+    assert not waiting.cancelled and not waiting.timed_out
+    started = time.monotonic()
+    assert waiting.wait(30) is True  # ends at the deadline, not after 30 s
+    assert time.monotonic() - started < 10
+    assert (waiting.cancelled, waiting.timed_out, waiting.reason) == (True, True, "timed out")
+    assert not cancel.cancelled
+
+    later = cancel.until(time.monotonic() + 60)
+    later.cancel("the lock was lost")  # as the lock renewer does: it stops the whole job
+    assert cancel.cancelled and cancel.reason == "the lock was lost"
+    assert (later.cancelled, later.timed_out, later.reason) == (True, False, "the lock was lost")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_deployments_in_threads_on_postgresql_never_overlap(world):
     if connection.vendor != "postgresql":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from deployments.service import (
 )
 from deployments.service import _send as send_for_real
 from runners.deploy import DeployRequest, DeployResult
+from runners.events import CancelToken
 from runs.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
@@ -207,3 +209,89 @@ def test_the_task_runs_the_deployment(world, monkeypatch):
     rollback.refresh_from_db()
     assert rollback.state == Deployment.SUCCESS
     assert service.current_deployment(environment) == rollback
+
+
+# ------------------------------------------------------------------- lost rollback messages
+
+
+def test_a_rollback_whose_message_was_lost_is_sent_again_once_a_lease_later(
+    world, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    sent: list[int] = []
+    monkeypatch.setattr("deployments.service._send", sent.append)
+    engine = FakeEngine()
+    monkeypatch.setattr("runners.deploy.deploy", engine)
+    environment = world.environment()
+    history = History(environment)
+    history.add(1)
+    history.add(2)
+    with django_capture_on_commit_callbacks(execute=True):
+        rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
+    assert sent == [rollback.id]
+    sent.clear()  # ...and the broker lost it
+
+    lease = timedelta(seconds=settings.CICD_DEPLOY_LOCK_SECONDS)
+    soon = timezone.now() + lease / 2
+    assert service.resend_unclaimed_rollbacks(now=soon) == []  # it may still be on its way
+    later = timezone.now() + lease + timedelta(seconds=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert service.resend_unclaimed_rollbacks(now=later) == [rollback.id]
+    assert sent == [rollback.id]
+    # Once per lease, not at every sweep.
+    assert service.resend_unclaimed_rollbacks(now=later + timedelta(seconds=5)) == []
+
+    assert run_queued_deployment(rollback.id) == "success"  # the message sent again arrives
+    assert len(engine.calls) == 1
+    assert service.resend_unclaimed_rollbacks(now=later + 3 * lease) == []  # it ended
+
+
+def test_a_second_message_while_a_worker_has_the_rollback_does_nothing(
+    world, monkeypatch, settings
+):
+    engine = FakeEngine()
+    monkeypatch.setattr("runners.deploy.deploy", engine)
+    environment = world.environment()
+    history = History(environment)
+    history.add(1)
+    history.add(2)
+    rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
+    # A worker took it and waits for the lock (it renews its claim meanwhile).
+    lease = timedelta(seconds=settings.CICD_DEPLOY_LOCK_SECONDS)
+    claimed_until = timezone.now() + lease
+    Deployment.objects.filter(id=rollback.id).update(claimed_until=claimed_until)
+
+    assert run_queued_deployment(rollback.id) is None
+    assert engine.calls == []
+    rollback.refresh_from_db()
+    assert (rollback.state, rollback.log) == (Deployment.QUEUED, "")  # nothing said twice
+    long_after_sending = timezone.now() + lease / 2 + lease
+    assert service.resend_unclaimed_rollbacks(now=claimed_until - timedelta(seconds=1)) == []
+
+    # That worker died before it took the lock: its claim runs out, and the message goes again.
+    assert service.resend_unclaimed_rollbacks(now=long_after_sending) == [rollback.id]
+    Deployment.objects.filter(id=rollback.id).update(claimed_until=timezone.now())
+    assert run_queued_deployment(rollback.id) == "success"
+    assert len(engine.calls) == 1
+
+
+def test_a_rollback_waiting_for_the_lock_renews_its_claim(world, settings):
+    environment = world.environment()
+    history = History(environment)
+    history.add(1)
+    history.add(2)
+    holder = Deployment.objects.create(environment=environment, image="x", strategy="rolling")
+    first = service.DatabaseDeploymentRecorder.for_queued(holder)
+    assert first.begin(REQUEST, digest(3), cancel=CancelToken(), say=lambda line: None)
+
+    settings.CICD_DEPLOY_LOCK_SECONDS = 3  # the rollback's lease (the holder keeps its own)
+    rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
+    assert service._claim(rollback.id)
+    rollback.refresh_from_db()
+    first_claim = rollback.claimed_until
+    waiter = service.DatabaseDeploymentRecorder.for_queued(rollback)
+    # It waits 4 s, longer than its 3 s lease; renewed every second, the claim never ran out.
+    waiting = CancelToken().until(time.monotonic() + 4)
+    assert waiter.begin(REQUEST, digest(1), cancel=waiting, say=lambda line: None) is False
+    rollback.refresh_from_db()
+    assert rollback.claimed_until >= first_claim + timedelta(seconds=2)
+    first.finish("success")

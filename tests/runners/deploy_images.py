@@ -44,6 +44,7 @@ class RecordingRecorder:
     splits: list[dict[str, int]] = field(default_factory=list)
     finished: tuple[str, str] | None = None
     allow: bool = True  # False: begin answers as if cancelled while waiting for the lock
+    held_elsewhere: bool = False  # True: begin waits for the lock until its token stops it
 
     def begin(
         self,
@@ -54,6 +55,11 @@ class RecordingRecorder:
         say: Callable[[str], None],
     ) -> bool:
         self.began.append((request, image_digest))
+        if self.held_elsewhere:
+            say("Waiting for the deployment lock: another deployment holds it")
+            while not cancel.wait(0.05):
+                pass
+            return False
         return self.allow
 
     def step_started(self, name: str, detail: Mapping[str, Any]) -> int:

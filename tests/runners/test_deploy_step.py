@@ -14,7 +14,7 @@ import pytest
 
 from runners.deploy import DeploymentRecorder, teardown
 from runners.deploy.haproxy import find_haproxy
-from runners.events import FAILURE, SUCCESS, JobResult, RecordingSink
+from runners.events import FAILURE, SUCCESS, TIMED_OUT, JobResult, RecordingSink
 from runners.local import run_local_job
 from runners.spec import JobSpec
 from tests.runners.conftest import job, step
@@ -33,11 +33,12 @@ from tests.runners.images import docker_client
 class Recorders:
     """A DeploymentRecorderFactory keeping the recorders it made, by environment."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         self.made: list[tuple[str, RecordingRecorder]] = []
+        self.options = options
 
     def __call__(self, environment: str) -> DeploymentRecorder:
-        recorder = RecordingRecorder()
+        recorder = RecordingRecorder(**self.options)
         self.made.append((environment, recorder))
         return recorder
 
@@ -171,3 +172,28 @@ def test_a_job_without_an_environment_cannot_deploy(tmp_path: Path, state_dir: P
     spec = job(step(uses="cicd/deploy@v1", with_args={"image": "app:v1"}), environment="dev")
     result, _ = run(spec, tmp_path, state_dir, None)
     assert result.steps[0].error == "cicd/deploy is not available where this job runs"
+
+
+@pytest.mark.docker
+def test_waiting_for_the_deployment_lock_ends_with_the_steps_time(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    ensure_deploy_image(docker_client(), V1)
+    recorders = Recorders(held_elsewhere=True)
+    spec = job(
+        step(uses="cicd/deploy@v1", with_args={"image": V1}, timeout_minutes=0.01),
+        step("echo after", if_condition="always()"),
+        environment="production",
+    )
+    result, sink = run(spec, tmp_path, state_dir, recorders)
+    assert result.conclusion == FAILURE
+    assert result.steps[0].outcome == TIMED_OUT
+    assert (
+        result.steps[0].error
+        == "deployment failed: timed out while waiting for the deployment lock"
+    )
+    assert result.steps[0].outputs["outcome"] == "failed"
+    assert "Deployment failed: timed out while waiting for the deployment lock" in sink.lines(0)
+    assert sink.lines(1) == ["after"]
+    recorder = recorders.made[0][1]
+    assert recorder.finished is None  # begin said no: there is nothing to finish
