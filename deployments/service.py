@@ -40,6 +40,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from deployments.models import Deployment, DeploymentStep, Environment, EnvironmentGate
+from runners.deploy.request import short_image_id
 from runners.events import CancelToken
 from runs import live
 from runs.models import AuditEntry, Job
@@ -680,7 +681,7 @@ def append_log(deployment_id: int, line: str) -> None:
 
 def short_digest(digest: str) -> str:
     """sha256:0123456789ab... -> sha256:0123456789ab, for messages."""
-    return digest[:19] if digest else "an unknown image"
+    return short_image_id(digest) if digest else "an unknown image"
 
 
 # ------------------------------------------------------------------------------------- sweep

@@ -30,6 +30,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from deployments import gates, service
 from deployments.models import Approval, Deployment, DeploymentStep, Environment, EnvironmentGate
+from runners.deploy.request import short_image_id
 from runs import permissions
 from runs.models import Job, Repository, RepositoryRole
 from runs.states import State
@@ -167,10 +168,9 @@ def traffic_of(deployment: Deployment) -> list[dict[str, Any]]:
     """The traffic split as bar segments, ordered by version name (the database keeps no key
     order, and segments must not swap places between two updates). The version this deployment
     brings is marked `new` and keeps one colour from its first percent to its last; the engine
-    names versions "image (sha256:<12 hex>)", so the deployment's digest finds it."""
+    names versions with `version_label`, so the deployment's short image id finds it."""
     split = deployment.traffic if isinstance(deployment.traffic, dict) else {}
-    digest = deployment.image_digest
-    marker = digest[:19] if digest.startswith("sha256:") else digest[:12]
+    marker = short_image_id(deployment.image_digest)
     segments = []
     others = 0
     for version in sorted(split, key=str):

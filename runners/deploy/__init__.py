@@ -9,8 +9,11 @@ load balancer, runners.deploy.containers for the Docker side and runners.deploy.
 checks.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from pipelines.parser import DEPLOY_INPUTS
-from runners.deploy.engine import canary_weights, deploy, teardown
 from runners.deploy.request import (
     BLUE_GREEN,
     CANARY,
@@ -30,7 +33,21 @@ from runners.deploy.request import (
     parse_deploy_inputs,
     sanitise_service_name,
     service_url,
+    short_image_id,
+    version_label,
 )
+
+# The engine needs the Docker SDK, which the web process never should load to name a version.
+_ENGINE = frozenset({"canary_weights", "deploy", "teardown"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        from runners.deploy import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BLUE_GREEN",
@@ -54,5 +71,7 @@ __all__ = [
     "parse_deploy_inputs",
     "sanitise_service_name",
     "service_url",
+    "short_image_id",
     "teardown",
+    "version_label",
 ]

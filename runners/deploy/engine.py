@@ -79,6 +79,8 @@ from runners.deploy.request import (
     DeployRequest,
     DeployResult,
     check_service_name,
+    short_image_id,
+    version_label,
 )
 from runners.events import CancelToken
 
@@ -265,7 +267,7 @@ class _Deployment:
         self.standby: list[Replica] = []  # the set kept for switch-back, when it is deployed now
         self.old_label = ""
         self.last_split: dict[str, int] = {}  # the split last reported to the recorder
-        self.new_label = _version_label(request.image, image_id)
+        self.new_label = version_label(request.image, image_id)
 
     # ---------------------------------------------------------------- the whole deployment
 
@@ -344,7 +346,7 @@ class _Deployment:
             leftovers = [r for r in replicas if r.id not in keep]
 
             if self.old:
-                self.old_label = _version_label(self.old[0].image, self.old[0].version)
+                self.old_label = version_label(self.old[0].image, self.old[0].version)
                 if self.old_label == self.new_label and not self.standby:
                     self.new_label += " (new set)"
             servers = {r.slot: self._server(r) for r in self.old}
@@ -632,7 +634,7 @@ class _Deployment:
                 self.haproxy,
                 request,
                 [r.slot for r in self.new],
-                _short(self.image_id),
+                short_image_id(self.image_id),
                 request.step_pause_seconds,
                 wait=lambda seconds: self._sleep(seconds, name.lower()),
             )
@@ -807,18 +809,6 @@ def _config_hash(request: DeployRequest) -> str:
     """What a replica runs besides its image: a change means new containers."""
     text = json.dumps({"port": request.port, "env": dict(sorted(request.env.items()))})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _short(image_id: str) -> str:
-    return image_id[:19] if image_id.startswith("sha256:") else image_id[:12]
-
-
-def _version_label(image: str, image_id: str) -> str:
-    """How a version is shown: "app:v2 (sha256:ab12cd34ef56)"."""
-    short = _short(image_id)
-    if not image or image == image_id or image.startswith(short):
-        return short
-    return f"{image} ({short})"
 
 
 def _host(address: str) -> str:

@@ -417,3 +417,17 @@ def _in_range(name: str, value: Any) -> None:
 
 def _shown(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def short_image_id(image_id: str) -> str:
+    """sha256:0123456789abcdef... -> sha256:0123456789ab: how messages and labels name a version."""
+    return image_id[:19] if image_id.startswith("sha256:") else image_id[:12]
+
+
+def version_label(image: str, image_id: str) -> str:
+    """How a version is named in traffic splits and steps: "app:v2 (sha256:ab12cd34ef56)". The
+    environment page finds a deployment's own version in a split by its `short_image_id`."""
+    short = short_image_id(image_id)
+    if not image or image == image_id or image.startswith(short):
+        return short
+    return f"{image} ({short})"

@@ -539,3 +539,43 @@ def test_only_a_web_address_becomes_the_environments_link(world, owner):
     page = owner.get("/acme/secret/environments/production/")
     [shown] = elements(page, id="environment-url")
     assert shown["tag"] == "code" and "href" not in shown
+
+
+def test_the_page_finds_the_deployments_own_version_in_the_engines_traffic_split():
+    from deployments.views import traffic_of
+    from runners.deploy import version_label
+
+    new_id, old_id = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    deployment = Deployment(
+        image_digest=new_id,
+        traffic={version_label("app:v2", new_id): 25, version_label("app:v1", old_id): 75},
+    )
+    segments = {s["version"]: s["new"] for s in traffic_of(deployment)}
+    assert segments == {"app:v2 (sha256:abababababab)": True, "app:v1 (sha256:cdcdcdcdcdcd)": False}
+
+
+def test_the_web_process_does_not_load_the_docker_sdk(tmp_path):
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    script = (
+        "import os, sys, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'cicd.settings'\n"
+        "django.setup()\n"
+        "import cicd.asgi, cicd.urls, deployments.views, deployments.api\n"
+        "print(sorted(m for m in ('docker', 'runners.deploy.engine') if m in sys.modules))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "CICD_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
