@@ -9,7 +9,9 @@ seconds.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import ipaddress
 import json
 import os
 import shutil
@@ -499,3 +501,80 @@ def test_a_rolling_rollback_brings_back_the_old_replicas_already_removed(
     assert service.versions_running() == [images[V1]] * 2
     assert len({c.id for c in service.containers()} - first_ids) == 1  # one re-created
     assert service.answers() == {"v1"}
+
+
+class EngineOverTcp:
+    """The local engine's API offered on tcp://<address>:<port>, as a remote engine is: every
+    connection is passed through to the engine's Unix socket, byte for byte."""
+
+    def __init__(self, address: str, engine_socket: str = "/var/run/docker.sock") -> None:
+        self.engine_socket = engine_socket
+        self.listener = socket.create_server((address, 0))
+        self.url = f"tcp://{address}:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                outside, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(self.engine_socket)
+            for source, sink in ((outside, engine), (engine, outside)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
+def test_an_engine_reached_over_tcp_is_deployed_to_at_its_address(
+    service: Service, images: dict[str, str]
+) -> None:
+    """A remote engine (`docker-host: tcp://...`): its containers publish on all interfaces and
+    HAProxy, on the worker, reaches them at the engine's address, not at 127.0.0.1. The engine is
+    this machine's, offered on its Docker bridge address, which is not a loopback address."""
+    ipam = service.client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # The engine's side of its bridge: its gateway, the subnet's first address unless told.
+    bridge = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    engine = EngineOverTcp(bridge)
+    try:
+        remote = replace(service.request(V1), docker_host=engine.url)
+        result, _ = service.deploy(remote)
+        assert result.outcome == SUCCESS, result.reason
+        with LoadGenerator(service.listen) as load:
+            load.wait_for_answers(20)
+            result, _ = service.deploy(replace(remote, image=V2, strategy="rolling"))
+            load.wait_for_answers(20)
+        assert result.outcome == SUCCESS, result.reason
+        assert load.failures == [], load.summary()
+        assert service.answers() == {"v2"}
+        assert engine.connections > 0  # the engine was driven over TCP
+
+        for container in service.containers():
+            bindings = container.attrs["HostConfig"]["PortBindings"]
+            assert [b["HostIp"] for ports in bindings.values() for b in ports] == ["0.0.0.0"]
+        state = service.haproxy().command("show servers state")
+        serving = {f"slot{slot}" for slot in service.enabled_slots()}
+        rows = [line.split() for line in state.splitlines()[2:] if line.strip()]
+        assert len(serving) == 2
+        assert {row[4] for row in rows if row[3] in serving} == {bridge}  # srv_name, srv_addr
+
+        teardown(service.name, state_dir=service.state_dir, docker_host=engine.url)
+        assert service.containers() == []
+    finally:
+        engine.close()
