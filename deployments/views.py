@@ -404,6 +404,17 @@ def gate_panel(request: HttpRequest, job: Job) -> WaitingJob | None:
     return found[0] if found else None
 
 
+def run_gate_panels(request: HttpRequest, jobs: list[Job]) -> list[WaitingJob]:
+    """For the run page: the jobs of the attempt shown that wait at an environment."""
+    ids = [job.id for job in jobs if job.state == State.WAITING]
+    if not ids:
+        return []
+    pending = Job.objects.filter(
+        id__in=ids, state=State.WAITING, environment_gate__state=EnvironmentGate.PENDING
+    ).order_by("id")
+    return _waiting_jobs(pending, request.user)
+
+
 # ------------------------------------------------------------------------------------ pages
 
 

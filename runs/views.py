@@ -397,6 +397,8 @@ def _attempt_param(request: HttpRequest, run: Run) -> int:
 def run_detail(
     request: HttpRequest, organisation: str, repository: str, number: int
 ) -> HttpResponse:
+    from deployments.views import run_gate_panels  # deployments builds on runs, as for jobs
+
     found = repository_for(request, organisation, repository)
     run = run_for(found, number)
     attempt = _attempt_param(request, run)
@@ -428,6 +430,7 @@ def run_detail(
         "jobs": jobs,
         "graph": job_graph(run, jobs, lambda job: job.url),
         "summaries": summaries,
+        "gates": run_gate_panels(request, jobs),
         "artifacts": _artifact_rows(run, attempt, now),
         "can_cancel": can_write and run.state not in FINAL_STATES,
         "can_rerun": can_write and run.state in FINAL_STATES,

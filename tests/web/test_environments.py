@@ -277,6 +277,30 @@ def test_a_reviewer_rejects_on_the_job_page_and_the_job_fails_with_the_comment(w
 
 
 @pytest.mark.django_db
+def test_the_run_page_shows_the_jobs_waiting_to_deploy_with_the_review_form(world, owner, reader):
+    production(world.private)
+    job = waiting_job(world.private)
+    base = f"/{world.private.organisation.slug}/{world.private.slug}"
+    run_page = f"{base}/runs/{job.run.number}/"
+
+    page = owner.get(run_page)
+    assert elements(page, id="run-gates")
+    assert [card["data-job-id"] for card in elements(page, "waiting-job")] == [str(job.id)]
+    [form] = elements(page, "review-form")
+    assert form["action"] == review_url(job)
+    # A reader sees the wait, without the form.
+    seen = reader.get(run_page)
+    assert elements(seen, "waiting-job") and not elements(seen, "review-form")
+
+    response = owner.post(
+        review_url(job), {"decision": "approve", "comment": "ship it", "next": run_page}
+    )
+    assert response["Location"] == run_page  # the form returns to the run page
+    assert Job.objects.get(id=job.id).state == State.QUEUED
+    assert not elements(owner.get(run_page), id="run-gates")
+
+
+@pytest.mark.django_db
 def test_a_second_review_and_a_bad_decision_are_refused_as_messages(world, owner, writer):
     production(world.private, required_approvals=2)
     job = waiting_job(world.private)
