@@ -145,15 +145,25 @@ class FakeEngine:
         return DeployResult("success", "", request.image)
 
 
-def test_a_queued_rollback_runs_through_the_engine_with_the_stored_inputs(
-    world, monkeypatch, settings
-):
-    engine = FakeEngine()
-    monkeypatch.setattr("runners.deploy.deploy", engine)
+@pytest.fixture
+def engine(monkeypatch) -> FakeEngine:
+    """The fake engine, in place of runners.deploy.deploy."""
+    fake = FakeEngine()
+    monkeypatch.setattr("runners.deploy.deploy", fake)
+    return fake
+
+
+def two_versions(world) -> tuple[Environment, Deployment]:
+    """An environment where v1 then v2 were deployed: (it, v1's deployment)."""
     environment = world.environment()
     history = History(environment)
     v1 = history.add(1)
     history.add(2)
+    return environment, v1
+
+
+def test_a_queued_rollback_runs_through_the_engine_with_the_stored_inputs(world, engine, settings):
+    environment, v1 = two_versions(world)
     rollback = request_rollback(environment, world.users["writer"], skip_analysis=True)
 
     assert run_queued_deployment(rollback.id) == "success"
@@ -180,12 +190,8 @@ def test_a_queued_rollback_runs_through_the_engine_with_the_stored_inputs(
     assert len(engine.calls) == 1
 
 
-def test_a_rollback_whose_stored_inputs_are_broken_fails_with_the_reason(world, monkeypatch):
-    monkeypatch.setattr("runners.deploy.deploy", FakeEngine())
-    environment = world.environment()
-    history = History(environment)
-    v1 = history.add(1)
-    history.add(2)
+def test_a_rollback_whose_stored_inputs_are_broken_fails_with_the_reason(world, engine):
+    environment, v1 = two_versions(world)
     Deployment.objects.filter(id=v1.id).update(request={**v1.request, "replicas": 0})
     rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
     assert run_queued_deployment(rollback.id) == Deployment.FAILED
@@ -195,15 +201,10 @@ def test_a_rollback_whose_stored_inputs_are_broken_fails_with_the_reason(world, 
     assert "Cannot deploy" in rollback.log
 
 
-def test_the_task_runs_the_deployment(world, monkeypatch):
+def test_the_task_runs_the_deployment(world, engine):
     from deployments.tasks import run_deployment
 
-    engine = FakeEngine()
-    monkeypatch.setattr("runners.deploy.deploy", engine)
-    environment = world.environment()
-    history = History(environment)
-    history.add(1)
-    history.add(2)
+    environment, _v1 = two_versions(world)
     rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
     run_deployment.apply(args=[rollback.id])
     rollback.refresh_from_db()
@@ -215,16 +216,11 @@ def test_the_task_runs_the_deployment(world, monkeypatch):
 
 
 def test_a_rollback_whose_message_was_lost_is_sent_again_once_a_lease_later(
-    world, monkeypatch, settings, django_capture_on_commit_callbacks
+    world, engine, monkeypatch, settings, django_capture_on_commit_callbacks
 ):
     sent: list[int] = []
     monkeypatch.setattr("deployments.service._send", sent.append)
-    engine = FakeEngine()
-    monkeypatch.setattr("runners.deploy.deploy", engine)
-    environment = world.environment()
-    history = History(environment)
-    history.add(1)
-    history.add(2)
+    environment, _v1 = two_versions(world)
     with django_capture_on_commit_callbacks(execute=True):
         rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
     assert sent == [rollback.id]
@@ -245,15 +241,8 @@ def test_a_rollback_whose_message_was_lost_is_sent_again_once_a_lease_later(
     assert service.resend_unclaimed_rollbacks(now=later + 3 * lease) == []  # it ended
 
 
-def test_a_second_message_while_a_worker_has_the_rollback_does_nothing(
-    world, monkeypatch, settings
-):
-    engine = FakeEngine()
-    monkeypatch.setattr("runners.deploy.deploy", engine)
-    environment = world.environment()
-    history = History(environment)
-    history.add(1)
-    history.add(2)
+def test_a_second_message_while_a_worker_has_the_rollback_does_nothing(world, engine, settings):
+    environment, _v1 = two_versions(world)
     rollback = request_rollback(environment, world.users["writer"], skip_analysis=False)
     # A worker took it and waits for the lock (it renews its claim meanwhile).
     lease = timedelta(seconds=settings.CICD_DEPLOY_LOCK_SECONDS)
@@ -275,10 +264,7 @@ def test_a_second_message_while_a_worker_has_the_rollback_does_nothing(
 
 
 def test_a_rollback_waiting_for_the_lock_renews_its_claim(world, settings):
-    environment = world.environment()
-    history = History(environment)
-    history.add(1)
-    history.add(2)
+    environment, _v1 = two_versions(world)
     holder = Deployment.objects.create(environment=environment, image="x", strategy="rolling")
     first = service.DatabaseDeploymentRecorder.for_queued(holder)
     assert first.begin(REQUEST, digest(3), cancel=CancelToken(), say=lambda line: None)
