@@ -12,13 +12,6 @@ POSTGRES_URL = os.environ.get("CICD_TEST_POSTGRES_URL", "postgres://postgres@127
 REDIS_URL = os.environ.get("CICD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tests (whole systems, browsers, the burst) first. Collected last (top-level
-    files sort after the directories), they used to start when the rest was done and run on
-    alone: xdist hands out the front of the list first, so up front they overlap everything."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def redis_url_with_db(db: int) -> str:
     """The test Redis server with another logical database, so tests do not share keys.
 
