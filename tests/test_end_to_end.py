@@ -112,7 +112,7 @@ def run_workflow_through_the_system(tmp_path: Path, env: dict[str, str], databas
         claims = query(database, "SELECT claims FROM runs_job WHERE run_id = ?", run_id)
         assert sorted(c for (c,) in claims) == [1] * 5
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
 
 
 def test_embedded_default_runs_a_diamond_with_a_matrix(tmp_path):

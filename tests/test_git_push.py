@@ -120,5 +120,5 @@ def test_git_push_to_a_hooked_bare_repository_runs_the_matching_workflows(tmp_pa
         lines = [json.loads(line)[2] for (text,) in chunks for line in text.splitlines()]
         assert f"publishing v1.0 at {third}" in lines
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
     assert processes_with_data_dir(data_dir) == []

@@ -59,6 +59,10 @@ class ServeProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=30)
 
+    def output_tail(self) -> str:
+        """The end of what the system printed: why it stopped, when it stopped too early."""
+        return "".join(self.lines)[-4000:]
+
 
 def processes_with_data_dir(data_dir: Path) -> list[int]:
     marker = f"CICD_DATA_DIR={data_dir}".encode()
@@ -127,7 +131,7 @@ def test_embedded_default_serves_pages_runs_a_worker_and_remembers_the_admin(tmp
         assert "embedded (SQLite, no Redis)" in "".join(server.lines)
         check_running_system(url, username, password)
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
     assert (data_dir / "cicd.sqlite3").exists()
     assert processes_with_data_dir(data_dir) == []
 
@@ -153,7 +157,7 @@ def test_scaled_setup_with_postgres_redis_and_two_workers(tmp_path, fresh_postgr
         assert "workers: 2" in output
         check_running_system(url, username, password)
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
         redis.Redis.from_url(redis_url).flushdb()
     assert not (data_dir / "cicd.sqlite3").exists()
     assert processes_with_data_dir(data_dir) == []

@@ -141,6 +141,6 @@ def test_a_burst_with_duplicates_starts_exactly_the_unique_runs(
         assert len(runs) == UNIQUE, "a delivery was lost"
         assert all(count == 1 for _, count in runs), "a delivery started two runs"
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
         redis.Redis.from_url(redis_url).flushdb()
     assert processes_with_data_dir(data_dir) == []

@@ -122,7 +122,7 @@ def system(tmp_path_factory) -> Iterator[dict]:
         finally:
             driver.close()
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
     assert processes_with_data_dir(data_dir) == []
 
 

@@ -96,7 +96,7 @@ def system(tmp_path_factory) -> Iterator[dict]:
         assert done.returncode == 0, done.stderr
         yield {"url": url.rstrip("/"), "username": username, "password": password, "env": env}
     finally:
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
     assert processes_with_data_dir(data_dir) == []
 
 

@@ -333,7 +333,7 @@ def restart_mid_run(system: dict[str, Any]) -> None:
 
         wait_until(middle_jobs_running, "the middle of the diamond to run", 30)
         # SIGTERM: workers finish the job in hand (warm shutdown), then everything exits.
-        assert server.stop() == 0
+        assert server.stop() == 0, server.output_tail()
         stopped_states = {row["key"]: row["state"] for row in job_rows(database, run_id)}
         assert processes_with_data_dir(system["data_dir"]) == []
 
