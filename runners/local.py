@@ -176,7 +176,8 @@ class LocalBackend:
         self._use_bwrap = use_bwrap
         self._bwrap: str | None = None
         self._bwrap_args: list[str] = []
-        self._groups: set[int] = set()  # process groups that outlived their step
+        # Process groups that outlived their step: pgid -> its members then, (pid, start time).
+        self._groups: dict[int, frozenset[tuple[int, int]]] = {}
         self._started = False
 
     @property
@@ -352,8 +353,11 @@ class LocalBackend:
         write_tree_safely(entries, (self.workspace, self.home))
 
     def close(self) -> None:
-        for pgid in sorted(self._groups):
-            _kill_group(pgid, signal.SIGKILL)
+        for pgid, members in sorted(self._groups.items()):
+            # Once every member is gone the number is free: another program's group may carry
+            # it now (PIDs wrap), so only a group that still holds one of them is killed.
+            if _still_holds(pgid, members):
+                _kill_group(pgid, signal.SIGKILL)
         self._groups.clear()
         if self._started or self.job_dir.exists():
             _remove_tree(self.job_dir)
@@ -409,7 +413,7 @@ class _Supervisor:
         self.terminated_at: float | None = None
         self.killed = False
 
-    def run(self, leftover_groups: set[int]) -> CommandResult:
+    def run(self, leftover_groups: dict[int, frozenset[tuple[int, int]]]) -> CommandResult:
         process = self.process
         selector = selectors.DefaultSelector()
         streams = {process.stdout: "stdout", process.stderr: "stderr"}
@@ -438,7 +442,10 @@ class _Supervisor:
             # The step was told to stop: nothing of it may outlive it.
             _kill_group(self.pgid, signal.SIGKILL)
         elif _group_alive(self.pgid):
-            leftover_groups.add(self.pgid)
+            found = _group_members(self.pgid)
+            members = frozenset((pid, start) for pid, (_, start) in found.items())
+            if members:
+                leftover_groups[self.pgid] = members
         code = process.returncode
         if code is not None and code < 0:
             code = 128 - code  # killed by a signal: report it as a shell would
@@ -522,7 +529,7 @@ class _Supervisor:
         # in it gets SIGKILL). So TERM goes to the step's own processes only; when the step's
         # main process exits, bwrap exits and takes the rest of the namespace with it.
         members = _group_members(self.pgid)
-        for pid, ppid in members.items():
+        for pid, (ppid, _) in members.items():
             if pid != self.pgid and ppid != self.pgid:
                 _kill_pid(pid, signal.SIGTERM)
 
@@ -575,26 +582,43 @@ def _kill_pid(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _group_members(pgid: int) -> dict[int, int]:
-    """pid -> parent pid of every process in the process group `pgid` (from /proc)."""
-    members: dict[int, int] = {}
+def _group_members(pgid: int) -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time) of every process in the process group `pgid` (/proc)."""
+    members: dict[int, tuple[int, int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
         return members
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid:
-            members[int(entry)] = int(fields[1])
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == pgid:
+                members[int(entry)] = (stat[0], stat[2])
     return members
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, process group, start time) of a process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp session ... starttime": comm may hold spaces and parentheses.
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def _still_holds(pgid: int, members: frozenset[tuple[int, int]]) -> bool:
+    """Whether one of `members` (pid, start time) still lives in process group `pgid`: while
+    one does, the number cannot name anyone else's group."""
+    for pid, start in members:
+        stat = _stat(pid)
+        if stat is not None and stat[1] == pgid and stat[2] == start:
+            return True
+    return False
 
 
 def _group_alive(pgid: int) -> bool:

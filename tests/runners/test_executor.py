@@ -989,6 +989,46 @@ def test_local_removes_the_job_directory_and_leftover_processes(tmp_path: Path) 
     assert not alive
 
 
+def test_a_leftover_group_that_ended_is_not_killed_when_its_number_names_another(
+    tmp_path: Path,
+) -> None:
+    """A step's background process outlives the step; its group is killed when the job ends.
+    When that group ended by itself meanwhile, its number may already name another program's
+    group (PIDs wrap, 32,768 of them by default): that one must live."""
+    import subprocess
+
+    from runners.job import DEFAULT_PATH
+    from runners.local import LocalBackend
+
+    backend = LocalBackend(job(step("unused")), tmp_path / "jobs", use_bwrap=False)
+    backend.start()
+    try:
+        result = backend.run(
+            ["sh", "-c", "sleep 0.5 & echo started"],
+            env={"PATH": DEFAULT_PATH},
+            cwd=backend.workspace,
+            on_output=lambda stream, data: None,
+            deadline=None,
+            cancel=CancelToken(),
+        )
+        assert result.exit_code == 0
+        [(pgid, members)] = backend._groups.items()  # the background sleep outlived its step
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pgid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.6)  # the sleep is over, and its group with it
+        other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        # As if the numbers had wrapped: the group recorded now names the other program's.
+        backend._groups = {other.pid: members}
+    finally:
+        backend.close()
+    try:
+        assert other.poll() is None, "close() killed a group that was not the job's"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_local_job_directory_is_removed_after_failure_and_timeout(tmp_path: Path) -> None:
     from runners.local import run_local_job
 
