@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +44,7 @@ from runners.events import CancelToken
 from runs import live
 from runs.models import AuditEntry, Job
 from runs.states import State
+from runs.threads import BackgroundLoop
 from runs.vault import seal, unseal
 
 if TYPE_CHECKING:
@@ -387,51 +387,33 @@ class DatabaseDeploymentRecorder:
             live.notify_job(self.job.id, run_id=self.job.run_id)
 
 
-class _LockRenewer:
+class _LockRenewer(BackgroundLoop):
     """Renews the deployment lock's lease every third of it until stopped. A renewal refused
     (the lease expired and another deployment took the lock) stops the deployment."""
 
     def __init__(self, recorder: DatabaseDeploymentRecorder, cancel: CancelToken) -> None:
+        super().__init__(f"deploy-lock-{recorder.deployment_id}")
         self.recorder = recorder
         self.cancel = cancel
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"deploy-lock-{recorder.deployment_id}", daemon=True
-        )
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        from django.db import connection
-
+    def loop(self) -> None:
         recorder = self.recorder
         every = recorder.lease_seconds / 3
-        try:
-            while not self._stop.wait(every):
-                try:
-                    renewed = Environment.objects.filter(
-                        id=recorder.environment.id, lock_token=recorder.lock_token
-                    ).update(
-                        lock_expires_at=timezone.now() + timedelta(seconds=recorder.lease_seconds)
-                    )
-                except Exception:
-                    # A database hiccup: the lease outlasts two more tries.
-                    log.warning("deployment lock renewal failed", exc_info=True)
-                    continue
-                if not renewed:
-                    self.cancel.cancel(
-                        f"the deployment lock of {recorder.environment.name} was lost (its lease "
-                        "expired and another deployment took it)"
-                    )
-                    return
-        finally:
-            connection.close()  # this thread's own connection
+        while not self._stop.wait(every):
+            try:
+                renewed = Environment.objects.filter(
+                    id=recorder.environment.id, lock_token=recorder.lock_token
+                ).update(lock_expires_at=timezone.now() + timedelta(seconds=recorder.lease_seconds))
+            except Exception:
+                # A database hiccup: the lease outlasts two more tries.
+                log.warning("deployment lock renewal failed", exc_info=True)
+                continue
+            if not renewed:
+                self.cancel.cancel(
+                    f"the deployment lock of {recorder.environment.name} was lost (its lease "
+                    "expired and another deployment took it)"
+                )
+                return
 
 
 def approvals_snapshot(gate: EnvironmentGate) -> list[dict[str, Any]]:

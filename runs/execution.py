@@ -36,6 +36,7 @@ from runs.mirror import MirrorError, checkout_source
 from runs.models import Job, LogChunk, Step
 from runs.scheduling import finish_job, need_context, run_contexts, workflow_of
 from runs.states import FINAL_STATES, State
+from runs.threads import BackgroundLoop
 from runs.vault import secrets_for
 
 log = logging.getLogger(__name__)
@@ -191,25 +192,15 @@ def _spec_for(job: Job) -> JobSpec:
     )
 
 
-class _LeaseKeeper:
+class _LeaseKeeper(BackgroundLoop):
     """Heartbeats while the job runs; a refused heartbeat (re-claimed, cancelled) stops it."""
 
     def __init__(self, job_id: int, token: str, cancel: CancelToken, *, worker: str = "") -> None:
+        super().__init__(f"lease-{job_id}")
         self.job_id, self.token, self.cancel = job_id, token, cancel
         self.worker = worker  # its Worker row's heartbeat and storage follow the lease's
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        from django.db import connection
-
+    def loop(self) -> None:
         from runners.registry import worker_beat
 
         # The cancel flag is polled more often than the lease is renewed: reading one row is
@@ -217,25 +208,22 @@ class _LeaseKeeper:
         beat_every = settings.CICD_HEARTBEAT_SECONDS
         poll_every = min(settings.CICD_CANCEL_POLL_SECONDS, beat_every)
         next_beat = time.monotonic() + beat_every
-        try:
-            while not self._stop.wait(poll_every):
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + beat_every
-                    if not heartbeat(
-                        self.job_id, token=self.token, lease_seconds=settings.CICD_LEASE_SECONDS
-                    ):
-                        self.cancel.cancel("the job is no longer held by this worker")
-                        return
-                    if self.worker:
-                        worker_beat(self.worker)  # never raises; measures storage ≤ once a minute
-                # Once cancelled, keep the lease alive while the executor stops (TERM, KILL).
-                if not self.cancel.cancelled and cancel_requested(self.job_id, token=self.token):
-                    self.cancel.cancel("the job was cancelled")
-        finally:
-            connection.close()  # this thread's own connection
+        while not self._stop.wait(poll_every):
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
+                if not heartbeat(
+                    self.job_id, token=self.token, lease_seconds=settings.CICD_LEASE_SECONDS
+                ):
+                    self.cancel.cancel("the job is no longer held by this worker")
+                    return
+                if self.worker:
+                    worker_beat(self.worker)  # never raises; measures storage ≤ once a minute
+            # Once cancelled, keep the lease alive while the executor stops (TERM, KILL).
+            if not self.cancel.cancelled and cancel_requested(self.job_id, token=self.token):
+                self.cancel.cancel("the job was cancelled")
 
 
-class _LogFlusher:
+class _LogFlusher(BackgroundLoop):
     """Flushes the sink's buffered lines every LOG_FLUSH_SECONDS while the job runs.
 
     The sink flushes on its own only when the next line arrives or a step ends, so without this a
@@ -246,23 +234,10 @@ class _LogFlusher:
     """
 
     def __init__(self, sink: DatabaseSink, cancel: CancelToken) -> None:
+        super().__init__(f"log-flush-{sink.job_id}")
         self.sink, self.cancel = sink, cancel
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"log-flush-{sink.job_id}", daemon=True
-        )
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        from django.db import connection
-
+    def loop(self) -> None:
         try:
             while not self._stop.wait(LOG_FLUSH_SECONDS):
                 self.sink.flush()
@@ -272,8 +247,6 @@ class _LogFlusher:
             # The executor's own flushes (step end, job end) still store the lines; losing the
             # timer only costs latency, so it must not take the job down.
             log.exception("job %s: the log flusher stopped", self.sink.job_id)
-        finally:
-            connection.close()  # this thread's own connection
 
 
 @dataclass
